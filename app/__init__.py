@@ -1,0 +1,1 @@
+"""The Faust application side of ivt: settings, topics, event contracts, broker and CLI wiring."""

@@ -1,0 +1,113 @@
+"""The one place that reads the environment.
+
+Precedence: an explicit argument (CLI flag, ``Settings.from_env(**overrides)``) beats the environment,
+which beats the default. Every field's comment names its variable, unit and default; the README's
+configuration table says the same (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from app.exceptions import ConfigError
+
+__all__ = ["Settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "IVT_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, frozen configuration. Build it with :meth:`from_env`."""
+
+    #: IVT_BOOTSTRAP_SERVERS: Kafka bootstrap servers, comma separated. Default ``127.0.0.1:9092``
+    #: (the port ``ivt broker start`` listens on).
+    bootstrap_servers: str = "127.0.0.1:9092"
+    #: IVT_TOPIC_PREFIX: prefix put before every topic name, to run isolated copies side by side
+    #: (tests use a fresh one each). Default empty.
+    topic_prefix: str = ""
+    #: IVT_APP_ID: Faust application id, also the consumer group and the changelog topic prefix.
+    #: Default ``ivt``.
+    app_id: str = "ivt"
+    #: IVT_DATA_DIR: folder for worker state (RocksDB tables) and simulator output. Default ``./var``.
+    data_dir: Path = field(default_factory=lambda: Path("var"))
+    #: IVT_CLICK_PARTITIONS: partitions of ``clicks`` and of the stages keyed like it. Default 6.
+    click_partitions: int = 6
+    #: IVT_MAX_EVENT_BYTES: largest accepted event, in bytes; larger ones go to the DLQ. Default 8192.
+    max_event_bytes: int = 8192
+    #: IVT_BROKER_PORT: client port of the local broker (``ivt broker start``). Default 9092.
+    broker_port: int = 9092
+    #: IVT_BROKER_CONTROLLER_PORT: KRaft controller port of the local broker. Default 9093.
+    broker_controller_port: int = 9093
+    #: IVT_BROKER_HEAP: JVM heap of the local broker, as java's -Xmx takes it. Default ``768m``.
+    broker_heap: str = "768m"
+    #: IVT_KAFKA_VERSION: Apache Kafka version the local broker runs (jars from Maven). Default ``4.1.1``.
+    kafka_version: str = "4.1.1"
+    #: IVT_CACHE_DIR: where the broker jars and local broker state live. Default ``./.cache``.
+    cache_dir: Path = field(default_factory=lambda: Path(".cache"))
+    #: IVT_LOG_LEVEL: log level of workers and tools. Default ``info``.
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``IVT_*`` variables from ``env`` (default ``os.environ``); ``overrides`` win."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = overrides[f.name]
+                continue
+            raw = source.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.click_partitions < 1:
+            raise ConfigError("IVT_CLICK_PARTITIONS must be >= 1")
+        if self.max_event_bytes < 256:
+            raise ConfigError("IVT_MAX_EVENT_BYTES must be >= 256")
+        for name in ("broker_port", "broker_controller_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigError(f"IVT_{name.upper()} must be a TCP port, got {port}")
+
+    def topic(self, base: str) -> str:
+        """The real topic name for a base name from :mod:`app.topics`."""
+        return f"{self.topic_prefix}{base}"
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    var = ENV_PREFIX + name.upper()
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var} must be an integer, got {raw!r}") from exc
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var} must be a number, got {raw!r}") from exc
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{var} must be true/false, got {raw!r}")
+    if kind == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,68 @@
+"""Topic names, partition counts and configs: the one source of truth.
+
+Producers that key ``clicks`` by IP save the validation stage's repartition hop: ``clicks-by-ip`` is
+then co-partitioned with its input. Compaction is used where only the latest value per key matters
+(account RFM scores, the active model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.settings import Settings
+
+__all__ = [
+    "TopicSpec",
+    "CLICKS",
+    "CLICKS_BY_IP",
+    "CLICKS_DLQ",
+    "PURCHASES",
+    "ACCOUNT_RFM",
+    "VERDICTS",
+    "MODEL_CONTROL",
+    "ALL_TOPICS",
+    "topic_specs",
+]
+
+CLICKS = "clicks"
+CLICKS_BY_IP = "clicks-by-ip"
+CLICKS_DLQ = "clicks-dlq"
+PURCHASES = "purchases"
+ACCOUNT_RFM = "account-rfm"
+VERDICTS = "verdicts"
+MODEL_CONTROL = "model-control"
+
+_WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How a topic is created. ``key`` documents what the record key is."""
+
+    name: str
+    partitions: int
+    key: str
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def compacted(self) -> bool:
+        return self.config.get("cleanup.policy") == "compact"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every project topic with its real (prefixed) name."""
+    p = settings.click_partitions
+    retention = {"retention.ms": str(_WEEK_MS)}
+    compact = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
+    return [
+        TopicSpec(settings.topic(CLICKS), p, "any (IP preferred)", dict(retention)),
+        TopicSpec(settings.topic(CLICKS_BY_IP), p, "client IP", dict(retention)),
+        TopicSpec(settings.topic(CLICKS_DLQ), 1, "source topic/partition/offset", {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(settings.topic(PURCHASES), p, "click id", dict(retention)),
+        TopicSpec(settings.topic(ACCOUNT_RFM), p, "user id", dict(compact)),
+        TopicSpec(settings.topic(VERDICTS), p, "click id", dict(retention)),
+        TopicSpec(settings.topic(MODEL_CONTROL), 1, "'active'", dict(compact)),
+    ]
+
+
+ALL_TOPICS = (CLICKS, CLICKS_BY_IP, CLICKS_DLQ, PURCHASES, ACCOUNT_RFM, VERDICTS, MODEL_CONTROL)

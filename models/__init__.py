@@ -1,0 +1,1 @@
+"""Offline ML: datasets, training, export, calibration, guardrails and the model registry."""
