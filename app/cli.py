@@ -13,6 +13,26 @@ cli.add_typer(topics_cli, name="topics", help="Create and inspect the project's 
 cli.add_typer(simulate_cli, name="simulate", help="Deterministic traffic simulator (history files, live).")
 
 
+@cli.command()
+def worker(log_level: str = typer.Option(None, help="Log level (default IVT_LOG_LEVEL).")) -> None:
+    """Run the live detector stages (validation, ...) as one Faust worker; start more to scale out."""
+    from app.settings import Settings
+    from app.worker import run_worker
+
+    run_worker(log_level or Settings.from_env().log_level)
+
+
+@cli.command()
+def schemas(out: str = typer.Option(None, help="Folder to write to (default: the repo's schemas/).")) -> None:
+    """Write the JSON Schema of every event contract, for producers in other languages."""
+    from pathlib import Path
+
+    from app.schemas import SCHEMA_DIR, write_schemas
+
+    for path in write_schemas(Path(out) if out else SCHEMA_DIR):
+        typer.echo(str(path))
+
+
 def main() -> None:
     cli()
 

@@ -318,8 +318,8 @@ def parse_click(raw: bytes, max_bytes: int = 8192) -> Click:
     """Validate one click's bytes. Raises :class:`InvalidEvent` with a readable reason."""
     doc = _load_object(raw, max_bytes)
     click_id = _req_str(doc, "click_id")
-    event_time_ms = parse_time(doc.get("event_time"), "event_time") if "event_time" in doc else _missing(
-        "event_time"
+    event_time_ms = (
+        parse_time(doc.get("event_time"), "event_time") if "event_time" in doc else _missing("event_time")
     )
     ip = _ip(doc)
     session_id = _req_str(doc, "session_id")
@@ -351,9 +351,9 @@ def parse_purchase(raw: bytes, max_bytes: int = 8192) -> Purchase:
         purchase_id=_req_str(doc, "purchase_id"),
         click_id=_req_str(doc, "click_id"),
         user_id=_opt_str(doc, "user_id"),
-        event_time_ms=parse_time(doc.get("event_time"), "event_time") if "event_time" in doc else _missing(
-            "event_time"
-        ),
+        event_time_ms=parse_time(doc.get("event_time"), "event_time")
+        if "event_time" in doc
+        else _missing("event_time"),
         amount=_req_number(doc, "amount", 0.0, 1e9),
     )
 
@@ -366,9 +366,9 @@ def parse_account_rfm(raw: bytes, max_bytes: int = 8192) -> AccountRfm:
         recency_days=_req_number(doc, "recency_days", 0.0, 1e5),
         frequency=_req_int(doc, "frequency", 0, 10**9),
         monetary=_req_number(doc, "monetary", 0.0, 1e12),
-        updated_at_ms=parse_time(doc.get("updated_at"), "updated_at") if "updated_at" in doc else _missing(
-            "updated_at"
-        ),
+        updated_at_ms=parse_time(doc.get("updated_at"), "updated_at")
+        if "updated_at" in doc
+        else _missing("updated_at"),
     )
 
 

@@ -57,7 +57,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic(CLICKS), p, "any (IP preferred)", dict(retention)),
         TopicSpec(settings.topic(CLICKS_BY_IP), p, "client IP", dict(retention)),
-        TopicSpec(settings.topic(CLICKS_DLQ), 1, "source topic/partition/offset", {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(
+            settings.topic(CLICKS_DLQ),
+            1,
+            "source topic/partition/offset",
+            {"retention.ms": str(4 * _WEEK_MS)},
+        ),
         TopicSpec(settings.topic(PURCHASES), p, "click id", dict(retention)),
         TopicSpec(settings.topic(ACCOUNT_RFM), p, "user id", dict(compact)),
         TopicSpec(settings.topic(VERDICTS), p, "click id", dict(retention)),

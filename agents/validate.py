@@ -1,0 +1,77 @@
+"""Stage 1: validate raw clicks, route bad bytes to the DLQ, repartition good clicks by IP.
+
+Bad input never stops the stream: each event that breaks the contract goes to ``clicks-dlq`` with its
+original key and bytes untouched, and headers saying why and where it came from. Good clicks are
+re-serialised in canonical form (normalised IP, UTC time) and keyed by IP, which is the partitioning
+the IP-counter stage needs. Headers from the producer (e.g. the simulator's intended send time) are
+carried along so latency can be measured end to end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+
+from app.events import Click, parse_click
+from app.exceptions import InvalidEvent
+from app.faust_app import app, clicks_by_ip_topic, clicks_dlq_topic, clicks_topic, settings
+
+__all__ = ["validate_clicks", "dlq_headers", "route"]
+
+log = logging.getLogger(__name__)
+
+DLQ_REASON = "ivt-dlq-reason"
+DLQ_TOPIC = "ivt-dlq-topic"
+DLQ_PARTITION = "ivt-dlq-partition"
+DLQ_OFFSET = "ivt-dlq-offset"
+
+
+def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """Headers that say why an event was rejected and where the original lives."""
+    return [
+        (DLQ_REASON, reason.encode("utf-8", "replace")[:512]),
+        (DLQ_TOPIC, topic.encode()),
+        (DLQ_PARTITION, str(partition).encode()),
+        (DLQ_OFFSET, str(offset).encode()),
+    ]
+
+
+def route(raw: object, max_bytes: int) -> Click | InvalidEvent:
+    """Pure routing decision: the parsed click, or the reason it is rejected."""
+    if not isinstance(raw, bytes | bytearray):
+        return InvalidEvent(f"expected bytes, got {type(raw).__name__}")
+    try:
+        return parse_click(bytes(raw), max_bytes)
+    except InvalidEvent as exc:
+        return exc
+
+
+def _passthrough_headers(headers: object) -> Sequence[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v) for k, v in items if isinstance(k, str) and k.startswith("ivt-")]  # type: ignore[union-attr]
+
+
+@app.agent(clicks_topic, name="validate-clicks")
+async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
+    """Every event ends up in exactly one place: ``clicks-by-ip`` or ``clicks-dlq``."""
+    max_bytes = settings.max_event_bytes
+    async for event in stream.events():
+        message = event.message
+        outcome = route(event.value, max_bytes)
+        if isinstance(outcome, InvalidEvent):
+            await clicks_dlq_topic.send(
+                key=message.key,
+                value=message.value if isinstance(message.value, bytes) else b"",
+                headers=dlq_headers(outcome.reason, message.topic, message.partition, message.offset),
+            )
+            log.debug("dlq %s/%s@%s: %s", message.topic, message.partition, message.offset, outcome.reason)
+            continue
+        await clicks_by_ip_topic.send(
+            key=outcome.ip.encode(),
+            value=outcome.to_json(),
+            headers=list(_passthrough_headers(message.headers)),
+        )

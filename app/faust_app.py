@@ -1,0 +1,56 @@
+"""The Faust application object and its topic handles. Nothing else: agents live in ``agents/``.
+
+Configured once from :class:`app.settings.Settings` at import time, because Faust agents are declared
+with decorators on a module-level app. Workers are separate processes (``ivt worker``), each with
+its own environment, so one app per process is all we need.
+
+All topics carry raw bytes: producers outside Python share them, so we parse and validate ourselves
+(``app.events``) rather than let Faust's codecs or its metadata envelope near the wire.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from app import topics
+from app.settings import Settings
+
+__all__ = ["settings", "app", "clicks_topic", "clicks_by_ip_topic", "clicks_dlq_topic"]
+
+settings = Settings.from_env()
+
+
+def _broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+app = faust.App(
+    settings.app_id,
+    broker=_broker_url(settings.bootstrap_servers),
+    store="rocksdb://",
+    datadir=str(settings.data_dir / "worker"),
+    autodiscover=False,
+    # Topics are created by `ivt topics create` with their partitions and configs; Faust only
+    # declares its own internal topics (changelogs, leader topic).
+    topic_allow_declare=False,
+    topic_partitions=settings.click_partitions,
+    consumer_auto_offset_reset="earliest",
+    # Keyed sends of one event go out in one produce request; Kafka batches do the rest.
+    producer_linger=0.005,
+    producer_acks=-1,
+    broker_commit_every=10_000,
+    broker_commit_interval=1.0,
+    stream_buffer_maxsize=8192,
+    web_enabled=False,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+
+
+def _raw_topic(base: str) -> faust.TopicT:
+    return app.topic(settings.topic(base), key_type=bytes, value_type=bytes, internal=False)
+
+
+clicks_topic = _raw_topic(topics.CLICKS)
+clicks_by_ip_topic = _raw_topic(topics.CLICKS_BY_IP)
+clicks_dlq_topic = _raw_topic(topics.CLICKS_DLQ)
