@@ -83,6 +83,10 @@ class Settings:
             if not 0 < port < 65536:
                 raise ConfigError(f"IVT_{name.upper()} must be a TCP port, got {port}")
 
+    def to_env(self) -> dict[str, str]:
+        """The ``IVT_*`` variables that reproduce these settings in a child process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def topic(self, base: str) -> str:
         """The real topic name for a base name from :mod:`app.topics`."""
         return f"{self.topic_prefix}{base}"

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:  `make run`  (the detector on a local broker)  and  `make test`.
+# Everything else is installed by these targets: a virtualenv from the hashed lock file, the Kafka
+# broker's jars from Maven (on first use). Needs Python 3.11, Java 17+ and Maven on the PATH.
+
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test test-unit lint schemas clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@rm -f $(VENV)/.installed-*
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/ivt demo
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+schemas: install
+	$(BIN)/ivt schemas
+
+clean:
+	rm -rf $(VENV) .cache var .pytest_cache .hypothesis
