@@ -80,10 +80,10 @@ _SAME_AS_SHORT: Final = 0xFFFE
 
 
 def _directory(n_buckets: int) -> struct.Struct:
-    """Ages and lengths of ``n_buckets`` bucket sketches, then the lengths of the two running ones."""
+    """Head, count, age and length of ``n_buckets`` bucket sketches, lengths of the running ones."""
     s = _DIRS.get(n_buckets)
     if s is None:
-        s = _DIRS[n_buckets] = struct.Struct("<" + "BH" * n_buckets + "HH")
+        s = _DIRS[n_buckets] = struct.Struct("<iB" + "BH" * n_buckets + "HH")
     return s
 
 
@@ -146,7 +146,12 @@ class DistinctWindows:
         old = self.buckets.get(h, b"")
         sk = _sketch(old)
         sk.update(key)
-        new = self.buckets[h] = sk.serialize_compact()
+        new = sk.serialize_compact()
+        if new == old:
+            # Already counted this hour (or its HLL registers already as high): the running sketches
+            # hold every register of this bucket, so the update would leave them unchanged too.
+            return self.estimates(t_ms)
+        self.buckets[h] = new
         # An update is a function of (bytes, key): a running sketch with the bucket's old bytes ends
         # with its new ones, which saves two of three (de)serialisations for most IPs.
         short_old, long_old = self.run_short, self.run_long
@@ -189,7 +194,11 @@ class DistinctWindows:
         expired = [j for j in self.buckets if j <= floor]
         for j in expired:
             del self.buckets[j]
-        self.run_short = _union(b for j, b in self.buckets.items() if j >= h - SHORT_SPAN)
+        self.run_short = (
+            self.buckets.get(h - 1, b"")  # the common case, without a union
+            if SHORT_SPAN == 1
+            else _union(b for j, b in self.buckets.items() if j >= h - SHORT_SPAN)
+        )
         if expired:
             self.run_long = _union(self.buckets.values())
 
@@ -202,23 +211,23 @@ class DistinctWindows:
         buckets = self.buckets
         head_blob = buckets.get(head)
         short, long = self.run_short, self.run_long
-        entries: list[int] = []
-        blobs = list(buckets.values())
+        entries: list[int] = [head, len(buckets)]
         for j, b in buckets.items():
             entries += (head - j, len(b))
         if short and short == head_blob:
             entries.append(_SAME_AS_HEAD)
+            short = b""
         else:
             entries.append(len(short))
-            blobs.append(short)
         if long and long == head_blob:
             entries.append(_SAME_AS_HEAD)
-        elif long and long == short:
+            long = b""
+        elif long and long == self.run_short:
             entries.append(_SAME_AS_SHORT)
+            long = b""
         else:
             entries.append(len(long))
-            blobs.append(long)
-        return b"".join((_HEAD.pack(head, len(buckets)), _directory(len(buckets)).pack(*entries), *blobs))
+        return b"".join((_directory(len(buckets)).pack(*entries), *buckets.values(), short, long))
 
     @classmethod
     def from_bytes(cls, data: bytes, offset: int = 0) -> DistinctWindows:
@@ -235,10 +244,10 @@ class DistinctWindows:
         try:
             head, nb = _HEAD.unpack_from(data, offset)
             directory = _directory(nb)
-            entries = directory.unpack_from(data, offset + _HEAD.size)
-            p = offset + _HEAD.size + directory.size
+            entries = directory.unpack_from(data, offset)
+            p = offset + directory.size
             buckets = {}
-            for k in range(0, 2 * nb, 2):
+            for k in range(2, 2 + 2 * nb, 2):
                 n = entries[k + 1]
                 buckets[head - entries[k]] = data[p : p + n]
                 p += n

@@ -146,12 +146,6 @@ def _update_ip(click: Click, st: IpState) -> np.ndarray:
     )
 
 
-def _rate(n: int, start: int, t: int, floor: int) -> float:
-    """log1p of clicks per minute from ``start`` to ``t``, the span floored at ``floor`` ms."""
-    elapsed = t - start
-    return _log1p(n * MINUTE_MS / (elapsed if elapsed > floor else floor))
-
-
 def _update_entity(
     click: Click, user: UserState, session: SessionState, ip_features: np.ndarray
 ) -> np.ndarray:
@@ -167,6 +161,8 @@ def _update_entity(
     gap = _LOG_CAP if prev < 0 else _log1p(min(max(t - prev, 0) / 1000.0, SECS_SINCE_PREV_CAP))
     uc.add(t)
     u1m, s1m, u10m, s10m, u1h, s1h, u24h, s24h = uc.windows(t, _WINDOWS)
+    # velocity: clicks per minute from the oldest non-empty bucket's start, floored at one bucket
+    s1m, s10m, s1h, s24h = t - s1m, t - s10m, t - s1h, t - s24h
 
     if session.first_ms < 0 or t < session.first_ms:
         session.first_ms = t
@@ -185,10 +181,10 @@ def _update_entity(
         _log1p(u10m),
         _log1p(u1h),
         _log1p(u24h),
-        _rate(u1m, s1m, t, _RES_1M),
-        _rate(u10m, s10m, t, _RES_10M),
-        _rate(u1h, s1h, t, _RES_1H),
-        _rate(u24h, s24h, t, _RES_24H),
+        _log1p(u1m * MINUTE_MS / (s1m if s1m > _RES_1M else _RES_1M)),
+        _log1p(u10m * MINUTE_MS / (s10m if s10m > _RES_10M else _RES_10M)),
+        _log1p(u1h * MINUTE_MS / (s1h if s1h > _RES_1H else _RES_1H)),
+        _log1p(u24h * MINUTE_MS / (s24h if s24h > _RES_24H else _RES_24H)),
         gap,
         _log1p(n1m),
         _log1p(n10m),
