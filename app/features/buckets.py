@@ -21,9 +21,8 @@ Definitions (exact; the property tests check them against a brute-force count):
   own time (minus what already expired). ``keep`` is larger than the widest window on a level by a
   slack; that slack is the lateness a level absorbs exactly (see :data:`DEFAULT_LAYOUT`).
 
-The velocity helper uses the *active span*: from the start of the oldest non-empty bucket in the
-window to ``t``, floored at one bucket; a fresh identity that clicks 20 times in 2 minutes gets a
-high rate, a steady one spread over the window a low one, though both have the same count.
+:meth:`BucketCounter.window` also returns the start of the oldest non-empty bucket in the window,
+from which the engine takes a window's *active span* for its velocity features.
 
 Bounded: at most ``sum(keep)`` buckets whatever the traffic; counts saturate at 2**25 - 1 per bucket.
 
@@ -230,13 +229,6 @@ class BucketCounter:
     def count(self, level: int, span: int, t_ms: int) -> int:
         """Events in window ``(level, span)`` at ``t_ms``."""
         return self.window(level, span, t_ms)[0]
-
-    def rate_per_min(self, level: int, span: int, t_ms: int) -> tuple[int, float]:
-        """(count, count per minute over the active span) of a window; see the module doc."""
-        n, start = self.window(level, span, t_ms)
-        res = self.layout[level][0]
-        elapsed = t_ms - start
-        return n, n * MINUTE_MS / (elapsed if elapsed > res else res)
 
     # ---------------------------------------------------------------------------------- bytes
 

@@ -16,7 +16,7 @@ whether the state went through bytes or not (a test runs both).
 Definitions (the names and one-line meanings are in :data:`app.features.spec.FEATURE_DOCS`):
 
 * **The scored click counts itself** in every count, distinct count and rate: the state is updated
-  first, then read. A model then sees "this is the 5th click in a minute", never a 0 for a first
+  first, then read (a click later than a level's slack, below, is missing from that level). A model then sees "this is the 5th click in a minute", never a 0 for a first
   click that is indistinguishable from an empty window.
 * **Windows** are the bucket windows of :mod:`app.features.buckets`: 1 min = current 10 s bucket + 6
   before, 10 min and 1 h = current minute bucket + 10 / 60 before, 24 h = current hour + 24 before.

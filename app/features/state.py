@@ -31,9 +31,10 @@ How each stops growing:
   session). At that age every window is empty anyway and the time since the previous click is at its
   cap, so only a session's lifetime features change: a session silent for 25 h starts over. Because
   the stages already ignore such a state, a sweeper may delete keys with
-  ``last_event_ms < watermark - IDLE_TTL_MS`` at any time without changing a single feature; the
-  agents run one (a Faust timer over the table), :class:`~app.features.engine.OfflineFeatureEngine`
-  sweeps its dicts itself.
+  ``last_event_ms < watermark - IDLE_TTL_MS - margin`` (``peek_last_event_ms`` reads it from the
+  bytes) and no feature changes unless a click arrives more than ``margin`` late. The live agents
+  need such a sweeper (a Faust timer over each table);
+  :class:`~app.features.engine.OfflineFeatureEngine` sweeps its dicts itself, with a 1 h margin.
 """
 
 from __future__ import annotations
@@ -41,16 +42,7 @@ from __future__ import annotations
 import struct
 from typing import ClassVar, Final
 
-from app.features.buckets import (
-    DEFAULT_LAYOUT,
-    HOUR_MS,
-    MINUTE_MS,
-    SECOND_MS,
-    BucketCounter,
-    Layout,
-    Level,
-    check_layout,
-)
+from app.features.buckets import DEFAULT_LAYOUT, HOUR_MS, BucketCounter, Layout
 from app.features.distinct import DistinctWindows
 from app.features.spec import StateDecodeError
 
@@ -67,8 +59,8 @@ __all__ = [
 IDLE_TTL_MS: Final = 25 * HOUR_MS
 USER_LAYOUT: Final[Layout] = DEFAULT_LAYOUT
 IP_LAYOUT: Final[Layout] = DEFAULT_LAYOUT
-#: Sessions need no 24 h window: 10 s and minute levels only (same levels as the default layout).
-SESSION_LAYOUT: Final[Layout] = check_layout((Level(10 * SECOND_MS, 19), Level(MINUTE_MS, 71)))
+#: Sessions need no 24 h window: the 10 s and minute levels only.
+SESSION_LAYOUT: Final[Layout] = DEFAULT_LAYOUT[:2]
 
 _FORMAT: Final = 1
 _SESSION_FIELDS = struct.Struct("<qI")
