@@ -33,6 +33,23 @@ def schemas(out: str = typer.Option(None, help="Folder to write to (default: the
         typer.echo(str(path))
 
 
+@cli.command()
+def demo(
+    rate: float = typer.Option(2_000, min=1, help="Simulated clicks per second (open loop)."),
+    duration: float = typer.Option(60, min=1, help="Seconds of live traffic."),
+    malformed: float = typer.Option(0.005, min=0, max=1, help="Share of extra malformed events."),
+    seed: int = typer.Option(42, min=0, help="Simulator seed."),
+) -> None:
+    """Run everything locally: broker, topics, worker, live simulated traffic, running summary."""
+    from app.demo import DemoOptions, run_demo
+    from app.settings import Settings
+
+    run_demo(
+        Settings.from_env(),
+        DemoOptions(rate=rate, duration_s=duration, malformed_fraction=malformed, seed=seed),
+    )
+
+
 def main() -> None:
     cli()
 
