@@ -111,7 +111,10 @@ def live(
     ] = 0.01,
     bot_scale: Annotated[float, typer.Option(min=0.0, help="Multiplier on the number of bots.")] = 1.0,
     acks: Annotated[str, typer.Option(help="Producer acks: 0, 1 or all.")] = "1",
-    idempotence: Annotated[bool, typer.Option(help="Idempotent producer (forces acks=all).")] = False,
+    idempotence: Annotated[bool, typer.Option(help="Idempotent producer (forces acks=all).")] = True,
+    producer: Annotated[
+        str, typer.Option(help="batch: own batches + send_batch (cheaper); send: producer.send per message.")
+    ] = "batch",
     warmup: Annotated[int, typer.Option(min=0, help="Simulated seconds generated before the start.")] = 600,
     bootstrap: Annotated[
         str | None, typer.Option(help="Kafka bootstrap (default: IVT_BOOTSTRAP_SERVERS).")
@@ -131,6 +134,7 @@ def live(
         acks=acks,
         idempotence=idempotence,
         warmup_s=warmup,
+        producer=producer,
     )
     report = asyncio.run(publish_live(settings, options, console=console))
     report.print(console)

@@ -21,7 +21,7 @@ from app.simulator.bots import BURST_MAX_MS, burst_attacks
 from app.simulator.cli import simulate_cli
 from app.simulator.generator import CLICK_SCHEMA, Simulator
 from app.simulator.history import iter_history, read_manifest, write_history
-from app.simulator.live import encode_chunk, users_for_rate
+from app.simulator.live import TopicLayout, encode_chunk, users_for_rate
 from app.simulator.params import SimParams
 from app.simulator.population import Population
 from app.simulator.truth import BOT_FAMILIES, FAMILIES
@@ -367,7 +367,7 @@ def test_live_encoding_parses_with_truth_key_and_partition() -> None:
     sim = Simulator(params)
     out = next(iter(sim.run(None)))
     settings = Settings.from_env(topic_prefix="x-")
-    block = encode_chunk(params, sim, out, 6, settings)
+    block = encode_chunk(params, sim, out, TopicLayout.default(settings))
     assert len(block.values) == out.clicks.rows > 0
     families = set()
     for key, value, part in zip(block.keys, block.values, block.partitions, strict=True):
@@ -376,8 +376,12 @@ def test_live_encoding_parses_with_truth_key_and_partition() -> None:
         assert part == (kafka_murmur2(key) & 0x7FFFFFFF) % 6
         families.add(orjson.loads(value)["_truth"]["family"])
     assert families >= {"human", "fast_scraper"}
-    topics = {t for t, _, _ in block.side}
+    topics = {t for t, _, _, _ in block.side}
     assert topics <= {"x-purchases", "x-account-rfm"} and "x-account-rfm" in topics
+    for topic, part, key, value in block.side:
+        assert part == (kafka_murmur2(key) & 0x7FFFFFFF) % 6
+        if topic == "x-account-rfm":
+            assert parse_account_rfm(value).user_id == key.decode()
     pieces = block.split(100)
     assert sum(len(p.values) for p in pieces) == len(block.values)
     assert sum(len(p.side) for p in pieces) == len(block.side)
