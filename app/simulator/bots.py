@@ -50,10 +50,7 @@ __all__ = [
 
 _HOUR_S = 3600.0
 # salts of bot attributes (kept apart from the population's)
-_S_DC, _S_UA, _S_HOME, _S_HOME6, _S_KIND, _S_TARGET, _S_PROXY, _S_PROXY6, _S_VICTIM, _S_BOTNET = range(
-    101, 111
-)
-_S_BOTNET6, _S_GW = 111, 112
+_S_DC, _S_UA, _S_HOME, _S_KIND, _S_TARGET, _S_PROXY, _S_VICTIM, _S_BOTNET, _S_GW = range(101, 110)
 
 
 def _actor_session_starts(

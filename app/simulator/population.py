@@ -181,8 +181,8 @@ def v6_in(prefix16: np.ndarray, h_hi: np.ndarray, h_lo: np.ndarray) -> tuple[np.
 (
     _S_ACCOUNT, _S_SEGMENT, _S_FREQ, _S_REC, _S_MON, _S_CHRONO1, _S_CHRONO2, _S_CHRONO3, _S_DEVICE,
     _S_HOME, _S_HOME6, _S_HOMEV6, _S_CARRIER, _S_MOBV6, _S_OFFICE, _S_OFFICE_IDX, _S_OFFICE_IP, _S_UA,
-    _S_GATEWAY, _S_LOGIN, _S_PERM,
-) = range(1, 22)  # fmt: skip
+    _S_GATEWAY, _S_PERM,
+) = range(1, 21)  # fmt: skip
 
 
 @dataclass(frozen=True)

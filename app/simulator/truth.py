@@ -1,8 +1,9 @@
 """Ground truth: who really made a click.
 
 Truth travels beside the click, never inside the fields the detector reads: on the wire it is the
-``_truth`` object, which :func:`app.events.parse_click` drops; in history files it is the
-``truth_actor``, ``truth_family`` and ``truth_actor_id`` columns.
+``_truth`` object ``{"actor": "human"|"bot", "family": <family>, "actor_id": <int>}``, which
+:func:`app.events.parse_click` drops; in history files it is the ``truth_actor``, ``truth_family``
+and ``truth_actor_id`` columns (purchases carry ``truth_actor`` and ``truth_family`` of their click).
 
 An actor is identified by ``(family, actor_id)``: for humans ``actor_id`` is the user's index in the
 population (the same number as in ``user_id``, also when the human clicked anonymously); for a bot it
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["HUMAN", "BOT_FAMILIES", "FAMILIES", "family_code", "actor_of", "truth_object"]
+__all__ = ["HUMAN", "BOT_FAMILIES", "FAMILIES", "ACTORS", "family_code"]
 
 HUMAN: Final = "human"
 BOT_FAMILIES: Final[tuple[str, ...]] = (
@@ -51,18 +52,9 @@ BOT_FAMILIES: Final[tuple[str, ...]] = (
 )
 #: Family code -> name; code 0 is the humans.
 FAMILIES: Final[tuple[str, ...]] = (HUMAN, *BOT_FAMILIES)
+#: Family code -> ``truth_actor`` (``"human"`` or ``"bot"``).
 ACTORS: Final[tuple[str, ...]] = tuple(HUMAN if f == HUMAN else "bot" for f in FAMILIES)
 
 
 def family_code(name: str) -> int:
     return FAMILIES.index(name)
-
-
-def actor_of(family: str) -> str:
-    """``"human"`` or ``"bot"``."""
-    return HUMAN if family == HUMAN else "bot"
-
-
-def truth_object(family: str, actor_id: int) -> dict[str, object]:
-    """The ``_truth`` object carried next to a simulated click on the wire."""
-    return {"actor": actor_of(family), "family": family, "actor_id": actor_id}
