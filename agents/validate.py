@@ -10,10 +10,10 @@ carried along so latency can be measured end to end.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import faust
 
+from agents.headers import forward_headers
 from app.events import Click, parse_click
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_ip_topic, clicks_dlq_topic, clicks_topic, settings
@@ -48,13 +48,6 @@ def route(raw: object, max_bytes: int) -> Click | InvalidEvent:
         return exc
 
 
-def _passthrough_headers(headers: object) -> Sequence[tuple[str, bytes]]:
-    if not headers:
-        return []
-    items = headers.items() if isinstance(headers, dict) else headers
-    return [(k, v) for k, v in items if isinstance(k, str) and k.startswith("ivt-")]  # type: ignore[union-attr]
-
-
 @app.agent(clicks_topic, name="validate-clicks")
 async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
     """Every event ends up in exactly one place: ``clicks-by-ip`` or ``clicks-dlq``."""
@@ -73,5 +66,5 @@ async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
         await clicks_by_ip_topic.send(
             key=outcome.ip.encode(),
             value=outcome.to_json(),
-            headers=list(_passthrough_headers(message.headers)),
+            headers=forward_headers(message.headers),
         )

@@ -43,6 +43,8 @@ __all__ = [
     "parse_time",
     "slice_key",
     "SLICES",
+    "encode_ip_enriched",
+    "decode_ip_enriched",
 ]
 
 DeviceType = Literal["desktop", "mobile", "app"]
@@ -423,3 +425,29 @@ def parse_model_control(raw: bytes, max_bytes: int = 8192) -> ModelControl:
 
 def _missing(name: str) -> int:
     raise InvalidEvent(f"{name}: missing")
+
+
+# --------------------------------------------------------------------------------------------------
+# Internal: a click with its IP-stage features, from the IP stage to the user/session stage
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_ip_enriched(click: Click, ip_features: Any) -> bytes:
+    """``clicks-by-entity`` value: the click (times as epoch ms) and the IP stage's float32 features.
+
+    float32 -> JSON -> float64 -> float32 is exact, so the user stage sees the very same values.
+    """
+    doc = asdict(click)
+    doc["ip_features"] = [float(x) for x in ip_features]
+    return orjson.dumps(doc)
+
+
+def decode_ip_enriched(raw: bytes) -> tuple[Click, list[float]]:
+    """Inverse of :func:`encode_ip_enriched`. The topic is written by our own IP stage only; a record
+    that does not decode is a bug or a foreign writer, and raises :class:`InvalidEvent`."""
+    try:
+        doc = orjson.loads(raw)
+        ip_features = doc.pop("ip_features")
+        return Click(**doc), ip_features
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidEvent(f"not an IP-enriched click: {exc}") from None

@@ -15,7 +15,16 @@ import faust
 from app import topics
 from app.settings import Settings
 
-__all__ = ["settings", "app", "clicks_topic", "clicks_by_ip_topic", "clicks_dlq_topic"]
+__all__ = [
+    "settings",
+    "app",
+    "clicks_topic",
+    "clicks_by_ip_topic",
+    "clicks_by_entity_topic",
+    "clicks_dlq_topic",
+    "verdicts_topic",
+    "state_table",
+]
 
 settings = Settings.from_env()
 
@@ -54,3 +63,39 @@ def _raw_topic(base: str) -> faust.TopicT:
 clicks_topic = _raw_topic(topics.CLICKS)
 clicks_by_ip_topic = _raw_topic(topics.CLICKS_BY_IP)
 clicks_dlq_topic = _raw_topic(topics.CLICKS_DLQ)
+clicks_by_entity_topic = _raw_topic(topics.CLICKS_BY_ENTITY)
+verdicts_topic = _raw_topic(topics.VERDICTS)
+
+
+def rocksdb_options() -> dict[str, int]:
+    """Explicit RocksDB memory for every table partition.
+
+    Faust's defaults are a 2 GiB block cache and three 64 MiB write buffers *per partition database*,
+    so memory grows with tables x partitions. Our values are small because each key holds one compact
+    value (a few hundred bytes) and hot keys live in Faust's own key index in front of RocksDB.
+    """
+    mib = 1024 * 1024
+    return {
+        "block_cache_size": settings.rocksdb_block_cache_mb * mib,
+        "block_cache_compressed_size": 0,
+        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 16 * mib,
+        "max_open_files": 256,
+    }
+
+
+def state_table(name: str, help_: str) -> faust.Table:
+    """A RocksDB table of raw bytes with a changelog, partitioned like the stream that updates it."""
+    if name not in topics.TABLES:
+        raise ValueError(f"table {name!r} is not in app.topics.TABLES, so its changelog would not be created")
+    return app.Table(
+        name,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        # bytes in, bytes out: the app's key/value serializer is "raw" (see above)
+        partitions=settings.click_partitions,
+        options=rocksdb_options(),
+        help=help_,
+    )

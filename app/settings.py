@@ -52,6 +52,25 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path(".cache"))
     #: IVT_LOG_LEVEL: log level of workers and tools. Default ``info``.
     log_level: str = "info"
+    #: IVT_MODEL_DIR: model registry folder (one sub-folder per version). Default ``$IVT_DATA_DIR/models``.
+    model_dir: Path | None = None
+    #: IVT_MODEL_VERSION: model version the worker serves. Default empty: the newest ``active`` one
+    #: (a reference model is registered when the registry is empty).
+    model_version: str = ""
+    #: IVT_ONNX_PROVIDER: ``auto`` (CUDA when it really runs, else CPU), ``cpu`` or ``cuda``. Default ``auto``.
+    onnx_provider: str = "auto"
+    #: IVT_BATCH_MAX_EVENTS: largest scoring micro-batch, in clicks. Default 256.
+    batch_max_events: int = 256
+    #: IVT_BATCH_MAX_WAIT_MS: longest a click waits for its micro-batch to fill, in ms. Default 5.
+    batch_max_wait_ms: float = 5.0
+    #: IVT_ROCKSDB_BLOCK_CACHE_MB: RocksDB block cache per table partition, MiB (Faust's default is
+    #: 2 GiB each, which grows with tables x partitions). Default 8.
+    rocksdb_block_cache_mb: int = 8
+    #: IVT_ROCKSDB_WRITE_BUFFER_MB: RocksDB write buffer per table partition, MiB (two of them). Default 4.
+    rocksdb_write_buffer_mb: int = 4
+    #: IVT_STATE_SWEEP_S: seconds of event time between two sweeps of a table partition, which delete
+    #: keys idle for longer than the feature state TTL (25 h) plus an hour. Default 300.
+    state_sweep_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -73,7 +92,15 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def registry_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.data_dir / "models"
+
     def validate(self) -> None:
+        if self.onnx_provider not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"IVT_ONNX_PROVIDER must be auto, cpu or cuda, got {self.onnx_provider!r}")
+        if self.batch_max_events < 1 or self.batch_max_wait_ms < 0:
+            raise ConfigError("IVT_BATCH_MAX_EVENTS must be >= 1 and IVT_BATCH_MAX_WAIT_MS >= 0")
         if self.click_partitions < 1:
             raise ConfigError("IVT_CLICK_PARTITIONS must be >= 1")
         if self.max_event_bytes < 256:
@@ -85,7 +112,10 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The ``IVT_*`` variables that reproduce these settings in a child process."""
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        return {
+            ENV_PREFIX + f.name.upper(): "" if getattr(self, f.name) is None else str(getattr(self, f.name))
+            for f in fields(self)
+        }
 
     def topic(self, base: str) -> str:
         """The real topic name for a base name from :mod:`app.topics`."""
@@ -112,6 +142,6 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
         if lowered in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"{var} must be true/false, got {raw!r}")
-    if kind == "Path":
+    if kind in ("Path", "Path | None"):
         return Path(raw)
     return raw

@@ -15,6 +15,7 @@ __all__ = [
     "TopicSpec",
     "CLICKS",
     "CLICKS_BY_IP",
+    "CLICKS_BY_ENTITY",
     "CLICKS_DLQ",
     "PURCHASES",
     "ACCOUNT_RFM",
@@ -22,10 +23,14 @@ __all__ = [
     "MODEL_CONTROL",
     "ALL_TOPICS",
     "topic_specs",
+    "TABLES",
+    "changelog_topic",
+    "leader_topic",
 ]
 
 CLICKS = "clicks"
 CLICKS_BY_IP = "clicks-by-ip"
+CLICKS_BY_ENTITY = "clicks-by-entity"
 CLICKS_DLQ = "clicks-dlq"
 PURCHASES = "purchases"
 ACCOUNT_RFM = "account-rfm"
@@ -33,6 +38,19 @@ VERDICTS = "verdicts"
 MODEL_CONTROL = "model-control"
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
+
+#: Faust tables of the live stages; each has a compacted changelog ``{app_id}-{table}-changelog``
+#: partitioned like the stream that writes it.
+TABLES = ("ip-state", "user-state", "session-state")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def leader_topic(settings: Settings) -> str:
+    """Faust's leader-election topic for the app's consumer group."""
+    return f"{settings.app_id}-__assignor-__leader"
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic(CLICKS), p, "any (IP preferred)", dict(retention)),
         TopicSpec(settings.topic(CLICKS_BY_IP), p, "client IP", dict(retention)),
+        TopicSpec(settings.topic(CLICKS_BY_ENTITY), p, "user id, else session id", dict(retention)),
         TopicSpec(
             settings.topic(CLICKS_DLQ),
             1,
@@ -67,7 +86,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(ACCOUNT_RFM), p, "user id", dict(compact)),
         TopicSpec(settings.topic(VERDICTS), p, "click id", dict(retention)),
         TopicSpec(settings.topic(MODEL_CONTROL), 1, "'active'", dict(compact)),
+        # Faust's own topics, created here so partitions and compaction are right from the start.
+        *(TopicSpec(changelog_topic(settings, t), p, f"{t} table key", dict(compact)) for t in TABLES),
+        TopicSpec(leader_topic(settings), 1, "Faust leader election", {}),
     ]
 
 
-ALL_TOPICS = (CLICKS, CLICKS_BY_IP, CLICKS_DLQ, PURCHASES, ACCOUNT_RFM, VERDICTS, MODEL_CONTROL)
+ALL_TOPICS = (
+    CLICKS,
+    CLICKS_BY_IP,
+    CLICKS_BY_ENTITY,
+    CLICKS_DLQ,
+    PURCHASES,
+    ACCOUNT_RFM,
+    VERDICTS,
+    MODEL_CONTROL,
+)

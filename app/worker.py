@@ -21,7 +21,7 @@ from app.settings import Settings
 __all__ = ["LIVE_STAGES", "run_worker", "WorkerProcess", "READY_MARK"]
 
 #: Agent modules the live worker runs, in data-flow order.
-LIVE_STAGES: tuple[str, ...] = ("agents.validate",)
+LIVE_STAGES: tuple[str, ...] = ("agents.validate", "agents.ip_counters", "agents.score")
 #: What Faust logs once the worker has its partitions and runs.
 READY_MARK = "[^Worker]: Ready"
 

@@ -108,6 +108,9 @@ def render_server_properties(*, port: int, controller_port: int, data_dir: Path,
         "share.coordinator.state.topic.min.isr=1",
         # A lone dev broker has no reason to wait for more group members before the first rebalance.
         "group.initial.rebalance.delay.ms=0",
+        # Every topic is created explicitly (ivt topics create): a typo or a forgotten topic fails
+        # loudly instead of appearing with one partition and breaking co-partitioning.
+        "auto.create.topics.enable=false",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,138 @@
+"""Stage 3: user and session counters, the feature vector, micro-batched ONNX scoring, verdicts.
+
+Consumes ``clicks-by-entity`` (keyed by user, or session when there is no user: a session belongs to
+one user, so its state lives on the same partition). Clicks are taken in micro-batches of up to
+``IVT_BATCH_MAX_EVENTS`` or ``IVT_BATCH_MAX_WAIT_MS``, whichever comes first: state is updated click
+by click in arrival order (so features equal the offline engine's), the batch is scored in one
+ONNX Runtime call, each click is judged against its slice's threshold, and verdicts keyed by click id
+go to ``verdicts`` with the feature vector that produced them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+import numpy as np
+
+from agents.faust_compat import make_current
+from agents.headers import forward_headers
+from agents.sweeper import PartitionSweeper
+from app.events import Verdict, decode_ip_enriched
+from app.exceptions import InvalidEvent
+from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
+from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
+from app.metrics import STATS, stats_dir
+from models.registry import Registry
+from models.scorer import Scorer
+
+__all__ = ["score_clicks", "user_states", "session_states", "load_scorer", "build_verdicts"]
+
+log = logging.getLogger(__name__)
+
+user_states = state_table("user-state", "UserState bytes per Click.entity_key (user, else session)")
+session_states = state_table("session-state", "SessionState bytes per session id")
+_every_ms = int(settings.state_sweep_s * 1000)
+user_sweeper = PartitionSweeper(user_states, UserState, _every_ms)
+session_sweeper = PartitionSweeper(session_states, SessionState, _every_ms)
+
+
+def load_scorer() -> Scorer:
+    """The pinned version (IVT_MODEL_VERSION), else the newest active one, else the reference model."""
+    registry = Registry(settings.registry_dir)
+    version = settings.model_version
+    if not version:
+        active = registry.latest(status="active")
+        if active is None:
+            from models.tiny import ensure_reference_model
+
+            active = ensure_reference_model(registry)
+            log.warning(
+                "no active model in %s: serving the reference model %s", registry.root, active.version
+            )
+        version = active.version
+    scorer = Scorer.from_registry(registry, version, providers=settings.onnx_provider)
+    log.info("serving model %s on %s", scorer.version, scorer.provider)
+    STATS.model_version, STATS.provider = scorer.version, scorer.provider
+    return scorer
+
+
+def build_verdicts(
+    clicks: list,
+    vectors: np.ndarray,
+    scores: np.ndarray,
+    invalid: np.ndarray,
+    thresholds: np.ndarray,
+    model_version: str,
+    decided_at_ms: int,
+) -> list[Verdict]:
+    """One live verdict (revision 0) per click; pure, so tests and replay can call it."""
+    return [
+        Verdict(
+            click_id=click.click_id,
+            event_time_ms=click.event_time_ms,
+            decision="invalid" if bad else "valid",
+            score=float(score),
+            threshold=float(threshold),
+            slice=click.slice,
+            model_version=model_version,
+            revision=0,
+            source="live",
+            decided_at_ms=decided_at_ms,
+            feature_version=FEATURE_VERSION,
+            features=vector.tolist(),
+            category="SIVT" if bad else None,
+            reasons=["model-score-above-slice-threshold"] if bad else [],
+        )
+        for click, vector, score, bad, threshold in zip(
+            clicks, vectors, scores, invalid, thresholds, strict=True
+        )
+    ]
+
+
+@app.agent(clicks_by_entity_topic, name="score-clicks")
+async def score_clicks(stream: faust.StreamT[bytes]) -> None:
+    scorer = load_scorer()
+    max_wait_s = settings.batch_max_wait_ms / 1000
+    async for events in stream.take_events(settings.batch_max_events, within=max_wait_s):
+        started = time.perf_counter()
+        clicks, rows, headers = [], [], []
+        for event in events:
+            message = event.message
+            try:
+                click, ip_features = decode_ip_enriched(event.value)
+            except InvalidEvent as exc:
+                log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
+                continue
+            make_current(event)  # table partition = this event's partition (see agents.faust_compat)
+            user_key, session_key = click.entity_key.encode(), click.session_id.encode()
+            user, session, vector = entity_stage(
+                click,
+                user_states.get(user_key),
+                session_states.get(session_key),
+                np.asarray(ip_features, dtype=np.float32),
+            )
+            user_states[user_key] = user.to_bytes()
+            session_states[session_key] = session.to_bytes()
+            user_sweeper.maybe_sweep(message.partition, click.event_time_ms)
+            session_sweeper.maybe_sweep(message.partition, click.event_time_ms)
+            clicks.append(click)
+            rows.append(vector)
+            headers.append(forward_headers(message.headers))
+        if not clicks:
+            continue
+        vectors = np.stack(rows)
+        scores = scorer.score(vectors)
+        slices = [c.slice for c in clicks]
+        invalid, thresholds = scorer.decide(scores, slices)
+        decided_at_ms = time.time_ns() // 1_000_000
+        verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
+        for verdict, hdrs in zip(verdicts, headers, strict=True):
+            await verdicts_topic.send(key=verdict.click_id.encode(), value=verdict.to_json(), headers=hdrs)
+        STATS.record_batch((time.perf_counter() - started) * 1e6, slices, invalid.tolist())
+
+
+@app.timer(interval=5.0, name="worker-stats")
+async def write_stats() -> None:
+    STATS.write(stats_dir(settings.data_dir))

@@ -1,0 +1,60 @@
+"""Event-time expiry of table keys, so state stays bounded.
+
+The feature engine treats a state idle for more than ``IDLE_TTL_MS`` (25 h of event time) as absent;
+this removes such keys from RocksDB and writes a tombstone to the changelog (compacted away later).
+It runs inside the agent, between events, because Faust sends a delete's changelog record to the
+partition of the event being processed: sweeping one partition's database while handling an event of
+that same partition puts every tombstone where its key lives. Each partition is swept at most once per
+``every_ms`` of event time, so the cost (one scan of that partition's keys) is amortised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from app.features.state import IDLE_TTL_MS
+
+__all__ = ["PartitionSweeper", "SWEEP_MARGIN_MS"]
+
+log = logging.getLogger(__name__)
+
+#: Keys are kept an hour past the TTL so that moderately late clicks still find their state.
+SWEEP_MARGIN_MS = 3_600_000
+
+
+class _PeeksTime(Protocol):
+    @classmethod
+    def peek_last_event_ms(cls, data: bytes) -> int: ...
+
+
+class PartitionSweeper:
+    def __init__(self, table: Any, state_cls: type[_PeeksTime], every_ms: int) -> None:
+        self.table = table
+        self.state_cls = state_cls
+        self.every_ms = every_ms
+        self._last: dict[int, int] = {}
+
+    def maybe_sweep(self, partition: int, event_time_ms: int) -> int:
+        """Sweep ``partition`` if ``every_ms`` of event time passed since its last sweep; keys removed."""
+        last = self._last.setdefault(partition, event_time_ms)
+        if event_time_ms - last < self.every_ms:
+            return 0
+        self._last[partition] = event_time_ms
+        db = _partition_db(self.table, partition)
+        if db is None:
+            return 0
+        cutoff = event_time_ms - IDLE_TTL_MS - SWEEP_MARGIN_MS
+        stale = [key for key, value in db.items() if self.state_cls.peek_last_event_ms(value) < cutoff]
+        for key in stale:
+            del self.table[key]
+        if stale:
+            log.info("%s[%d]: removed %d keys idle past the TTL", self.table.name, partition, len(stale))
+        return len(stale)
+
+
+def _partition_db(table: Any, partition: int) -> Any | None:
+    """The RocksDB database of one partition of a Faust table (None for a non-RocksDB store)."""
+    store = table.data
+    getter = getattr(store, "_db_for_partition", None)
+    return getter(partition) if getter is not None else None

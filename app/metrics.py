@@ -1,0 +1,87 @@
+"""What a live worker measures about itself, and the snapshot file it writes for people and benchmarks.
+
+The in-process cost of a scoring batch (batch formed -> verdicts handed to the producer) goes into an
+HDR histogram in microseconds; decisions are counted per slice, so IVR per slice can be followed
+live. A snapshot is written atomically as JSON to ``$IVT_DATA_DIR/stats/worker-<pid>.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+__all__ = ["WorkerStats", "STATS", "stats_dir", "read_snapshots"]
+
+_MAX_US = 60_000_000  # one minute: anything slower is clamped, not lost
+
+
+def stats_dir(data_dir: Path) -> Path:
+    return data_dir / "stats"
+
+
+@dataclass
+class WorkerStats:
+    model_version: str = ""
+    provider: str = ""
+    started_at: float = field(default_factory=time.time)
+    batch_cost_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
+    batch_sizes: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 1_000_000, 3))
+    clicks_by_slice: Counter[str] = field(default_factory=Counter)
+    invalid_by_slice: Counter[str] = field(default_factory=Counter)
+    ip_stage_clicks: int = 0
+
+    def record_batch(self, cost_us: float, slices: list[str], invalid: list[bool]) -> None:
+        self.batch_cost_us.record_value(min(max(int(cost_us), 1), _MAX_US))
+        self.batch_sizes.record_value(max(len(slices), 1))
+        self.clicks_by_slice.update(slices)
+        self.invalid_by_slice.update(s for s, bad in zip(slices, invalid, strict=True) if bad)
+
+    def snapshot(self) -> dict[str, Any]:
+        h = self.batch_cost_us
+        return {
+            "pid": os.getpid(),
+            "at": time.time(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "model_version": self.model_version,
+            "provider": self.provider,
+            "verdicts": sum(self.clicks_by_slice.values()),
+            "ip_stage_clicks": self.ip_stage_clicks,
+            "batches": h.get_total_count(),
+            "batch_cost_us": {
+                "p50": h.get_value_at_percentile(50),
+                "p99": h.get_value_at_percentile(99),
+                "p99.9": h.get_value_at_percentile(99.9),
+                "max": h.get_max_value(),
+                "mean": round(h.get_mean_value(), 1),
+            },
+            "batch_size_mean": round(self.batch_sizes.get_mean_value(), 1),
+            "batch_cost_hdr": h.encode().decode() if h.get_total_count() else "",
+            "clicks_by_slice": dict(self.clicks_by_slice),
+            "invalid_by_slice": dict(self.invalid_by_slice),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+    def write(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"worker-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.snapshot(), option=orjson.OPT_INDENT_2))
+        tmp.replace(path)
+        return path
+
+
+#: The one stats object of a worker process; every stage records into it.
+STATS = WorkerStats()
+
+
+def read_snapshots(folder: Path) -> list[dict[str, Any]]:
+    """Every worker's latest snapshot in ``folder`` (workers of one data dir)."""
+    return [orjson.loads(p.read_bytes()) for p in sorted(folder.glob("worker-*.json"))]
