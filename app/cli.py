@@ -14,12 +14,21 @@ cli.add_typer(simulate_cli, name="simulate", help="Deterministic traffic simulat
 
 
 @cli.command()
-def worker(log_level: str = typer.Option(None, help="Log level (default IVT_LOG_LEVEL).")) -> None:
-    """Run the live detector stages (validation, ...) as one Faust worker; start more to scale out."""
+def worker(
+    log_level: str = typer.Option(None, help="Log level (default IVT_LOG_LEVEL)."),
+    stages: str = typer.Option(
+        "", help="Comma-separated stages to run (validate, ip-counters, score); default all."
+    ),
+) -> None:
+    """Run the live detector stages as one Faust worker; start more to scale out."""
     from app.settings import Settings
     from app.worker import run_worker
 
-    run_worker(log_level or Settings.from_env().log_level)
+    chosen = [s.strip() for s in stages.split(",") if s.strip()] or None
+    try:
+        run_worker(log_level or Settings.from_env().log_level, chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @cli.command()

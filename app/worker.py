@@ -20,20 +20,30 @@ from app.settings import Settings
 
 __all__ = ["LIVE_STAGES", "run_worker", "WorkerProcess", "READY_MARK"]
 
-#: Agent modules the live worker runs, in data-flow order.
-LIVE_STAGES: tuple[str, ...] = ("agents.validate", "agents.ip_counters", "agents.score")
+#: Stage name -> agent module, in data-flow order. A worker runs all of them unless told otherwise;
+#: stages can also run in separate processes (each consumes and produces through Kafka).
+STAGES: dict[str, str] = {
+    "validate": "agents.validate",
+    "ip-counters": "agents.ip_counters",
+    "score": "agents.score",
+}
+LIVE_STAGES: tuple[str, ...] = tuple(STAGES.values())
 #: What Faust logs once the worker has its partitions and runs.
 READY_MARK = "[^Worker]: Ready"
 
 
-def run_worker(log_level: str = "info") -> None:
+def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None:
     """Import the stages (which registers their agents on the app) and hand over to Faust."""
+    unknown = sorted(set(stages or []) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    modules = [STAGES[name] for name in stages] if stages else list(LIVE_STAGES)
     from faust.worker import Worker
 
     from app.faust_app import app, settings
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for module in LIVE_STAGES:
+    for module in modules:
         importlib.import_module(module)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
@@ -42,13 +52,27 @@ def run_worker(log_level: str = "info") -> None:
 class WorkerProcess:
     """A ``ivt worker`` child process in its own process group, logging to a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        stages: list[str] | None = None,
+    ) -> None:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.to_env(), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--log-level", "info"],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "worker",
+                "--log-level",
+                "info",
+                *(["--stages", ",".join(stages)] if stages else []),
+            ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -71,7 +71,9 @@ async def _produce(settings: Settings, messages: list[tuple[bytes | None, bytes]
     )
     await producer.start()
     try:
-        futures = [await producer.send(settings.topic(topics.CLICKS), value, key=key) for key, value in messages]
+        futures = [
+            await producer.send(settings.topic(topics.CLICKS), value, key=key) for key, value in messages
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -119,7 +121,7 @@ def test_malformed_events_go_to_dlq_and_every_good_click_comes_through(
     assert len(expected_reason) == n_bad
 
     asyncio.run(_produce(kafka_settings, messages))
-    with running_worker(kafka_settings, tmp_path / "worker.log") as worker:
+    with running_worker(kafka_settings, tmp_path / "worker.log", stages=["validate"]) as worker:
         passed = asyncio.run(_consume(kafka_settings, topics.CLICKS_BY_IP, n_good, timeout=240))
         dlq = asyncio.run(_consume(kafka_settings, topics.CLICKS_DLQ, n_bad, timeout=60))
         assert worker.alive, worker.log_tail()
