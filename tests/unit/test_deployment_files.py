@@ -38,7 +38,9 @@ def test_compose_commands_are_real_ivt_commands() -> None:
         # Every sub-command path must exist: `--help` on it succeeds.
         path = [part for part in command if not part.startswith("-")][:2]
         result = runner.invoke(cli, [*path, "--help"])
-        assert result.exit_code == 0, f"service {name}: `ivt {' '.join(path)}` is not a command\n{result.output}"
+        assert result.exit_code == 0, (
+            f"service {name}: `ivt {' '.join(path)}` is not a command\n{result.output}"
+        )
 
 
 def test_dockerfile_installs_from_the_lock_file_and_copies_every_package() -> None:
