@@ -1,0 +1,230 @@
+"""End-to-end benchmark of the live path with the real broker (a script, not a test).
+
+Phases, all in one run on one local broker:
+
+1. **Raw ceiling**: an aiokafka consume -> produce pass-through of the same clicks (no parsing),
+   the most any Python consumer-producer pair could do here.
+2. **Sustained throughput**: a backlog of simulated clicks is published first, then one worker
+   (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from first to last verdict.
+3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate; latency of
+   each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
+   slow producer cannot hide queueing), in an HDR histogram.
+4. **In-process cost**: the worker's own histogram of "batch formed -> verdicts handed to the
+   producer", and its peak RSS, from its stats file.
+
+Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30]``
+(CI runs a short form: ``--backlog 20000 --latency-seconds 10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app import topics  # noqa: E402
+from app.broker.admin import ensure_topics  # noqa: E402
+from app.broker.local import LocalBroker  # noqa: E402
+from app.metrics import read_snapshots, stats_dir  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.simulator.live import INTENDED_HEADER, LiveOptions, publish_live  # noqa: E402
+from app.worker import WorkerProcess  # noqa: E402
+
+console = Console()
+
+
+async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
+    """Read ``topic`` from the start until ``n`` records; (count, first_seen, last_seen) wall times."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    got, first, last = 0, 0.0, 0.0
+    try:
+        deadline = time.monotonic() + timeout
+        while got < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for msgs in batch.values():
+                if msgs:
+                    now = time.time()
+                    first = first or now
+                    last = now
+                    got += len(msgs)
+    finally:
+        await consumer.stop()
+    return got, first, last
+
+
+async def raw_passthrough(settings: Settings, n: int) -> float:
+    """Consume ``clicks`` and produce each record unchanged to a scratch topic; records/s."""
+    from app.broker.admin import ensure_topics_async
+    from app.topics import TopicSpec
+
+    out = settings.topic("bench-passthrough")
+    await ensure_topics_async(settings, [TopicSpec(out, settings.click_partitions, "same as clicks")])
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.CLICKS),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks=1)
+    await consumer.start()
+    await producer.start()
+    done, t0 = 0, 0.0
+    try:
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            futures = []
+            for msgs in batch.values():
+                t0 = t0 or time.perf_counter()
+                for m in msgs:
+                    futures.append(await producer.send(out, m.value, key=m.key, headers=list(m.headers)))
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(futures)
+        return done / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[HdrHistogram, int]:
+    """Open-loop load at ``rate``; event-to-verdict latency from the intended send time, in us."""
+    hist = HdrHistogram(1, 600_000_000, 3)
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.VERDICTS), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
+    expected = int(rate * seconds)
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            now_ns = time.time_ns()
+            for msgs in batch.values():
+                for m in msgs:
+                    intended = dict(m.headers).get(INTENDED_HEADER)
+                    if intended is not None:
+                        hist.record_value(max(1, (now_ns - int(intended)) // 1000))
+
+    reader = asyncio.create_task(read())
+    report = await publish_live(
+        settings, LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7), console=Console(quiet=True)
+    )
+    deadline = time.monotonic() + 60
+    while hist.get_total_count() < report.acked and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    stop.set()
+    await reader
+    await consumer.stop()
+    return hist, expected
+
+
+def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:
+    worker = WorkerProcess(settings, logs / f"worker-{tag}.log")
+    worker.wait_ready(timeout=180)
+    return worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=100_000, help="clicks for the throughput phase")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="length of the latency phase")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ivt-bench-"))
+    base = Settings.from_env(cache_dir=ROOT / ".cache")
+    broker = LocalBroker(base, state_dir=work / "broker", free_ports=True)
+    state = broker.start()
+    rows: list[tuple[str, str]] = []
+    try:
+        settings = Settings.from_env(
+            bootstrap_servers=state.bootstrap, topic_prefix="b1-", app_id="bench-1", data_dir=work / "w1"
+        )
+        ensure_topics(settings)
+        console.print(f"broker {state.bootstrap}; publishing a backlog of {args.backlog:,} simulated clicks")
+        backlog = asyncio.run(
+            publish_live(
+                settings,
+                LiveOptions(rate=40_000, duration_s=args.backlog / 40_000, progress=False, seed=3),
+                console=Console(quiet=True),
+            )
+        )
+        n = backlog.acked
+        raw = asyncio.run(raw_passthrough(settings, n))
+        console.print(f"raw aiokafka pass-through: {raw:,.0f} records/s")
+
+        worker = _worker(settings, "throughput", work)
+        try:
+            got, first, last = asyncio.run(
+                _count_until(settings, settings.topic(topics.VERDICTS), n, timeout=max(120, n / 500))
+            )
+        finally:
+            snapshots = read_snapshots(stats_dir(settings.data_dir))
+            worker.stop()
+        sustained = got / max(last - first, 1e-9)
+        console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
+        throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
+
+        settings2 = Settings.from_env(
+            bootstrap_servers=state.bootstrap, topic_prefix="b2-", app_id="bench-2", data_dir=work / "w2"
+        )
+        ensure_topics(settings2)
+        worker = _worker(settings2, "latency", work)
+        half = max(1.0, round(sustained / 2))
+        try:
+            hist, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
+            time.sleep(6)  # one more stats snapshot
+        finally:
+            snapshots2 = read_snapshots(stats_dir(settings2.data_dir))
+            worker.stop()
+        cost = snapshots2[0]["batch_cost_us"] if snapshots2 else {}
+        rss = max([s["peak_rss_mib"] for s in snapshots2] + [throughput_rss])
+        provider = snapshots2[0]["provider"] if snapshots2 else "?"
+
+        def ms(q: float) -> str:
+            return f"{hist.get_value_at_percentile(q) / 1000:,.1f} ms"
+
+        rows = [
+            ("raw aiokafka consume->produce (ceiling)", f"{raw:,.0f} records/s"),
+            ("one worker, sustained (backlog drain)", f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)"),
+            (f"latency at {half:,.0f} clicks/s, p50", ms(50)),
+            ("latency p99", ms(99)),
+            ("latency p99.9", ms(99.9)),
+            ("verdicts measured / clicks sent", f"{hist.get_total_count():,} / {expected:,}"),
+            ("in-process batch cost p50 / p99 / p99.9", f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us"),
+            ("mean batch size at half rate", f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}"),
+            ("worker peak RSS", f"{rss:,.0f} MiB"),
+            ("scoring provider", provider),
+        ]
+    finally:
+        broker.stop()
+    table = Table(title="live path, one worker, real broker")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    console.print(f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
