@@ -49,7 +49,10 @@ console = Console()
 async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
     """Read ``topic`` from the start until ``n`` records; (count, first_seen, last_seen) wall times."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     got, first, last = 0, 0.0, 0.0
@@ -108,7 +111,9 @@ async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[
     """Open-loop load at ``rate``; event-to-verdict latency from the intended send time, in us."""
     hist = HdrHistogram(1, 600_000_000, 3)
     consumer = AIOKafkaConsumer(
-        settings.topic(topics.VERDICTS), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest"
+        settings.topic(topics.VERDICTS),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="latest",
     )
     await consumer.start()
     await consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
@@ -127,7 +132,9 @@ async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[
 
     reader = asyncio.create_task(read())
     report = await publish_live(
-        settings, LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7), console=Console(quiet=True)
+        settings,
+        LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7),
+        console=Console(quiet=True),
     )
     deadline = time.monotonic() + 60
     while hist.get_total_count() < report.acked and time.monotonic() < deadline:
@@ -205,12 +212,18 @@ def main() -> None:
 
         rows = [
             ("raw aiokafka consume->produce (ceiling)", f"{raw:,.0f} records/s"),
-            ("one worker, sustained (backlog drain)", f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)"),
+            (
+                "one worker, sustained (backlog drain)",
+                f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)",
+            ),
             (f"latency at {half:,.0f} clicks/s, p50", ms(50)),
             ("latency p99", ms(99)),
             ("latency p99.9", ms(99.9)),
             ("verdicts measured / clicks sent", f"{hist.get_total_count():,} / {expected:,}"),
-            ("in-process batch cost p50 / p99 / p99.9", f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us"),
+            (
+                "in-process batch cost p50 / p99 / p99.9",
+                f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us",
+            ),
             ("mean batch size at half rate", f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}"),
             ("worker peak RSS", f"{rss:,.0f} MiB"),
             ("scoring provider", provider),
@@ -223,7 +236,9 @@ def main() -> None:
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
-    console.print(f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
+    console.print(
+        f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":
