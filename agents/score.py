@@ -16,6 +16,7 @@ import time
 import faust
 import numpy as np
 
+from agents.delivery import ACKERS, InOrderAcker
 from agents.faust_compat import make_current
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
@@ -94,8 +95,11 @@ def build_verdicts(
 @app.agent(clicks_by_entity_topic, name="score-clicks")
 async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     scorer = load_scorer()
+    producer, acker = app.producer, InOrderAcker(stream)
+    ACKERS.append(acker)
+    out = verdicts_topic.get_topic_name()
     max_wait_s = settings.batch_max_wait_ms / 1000
-    async for events in stream.take_events(settings.batch_max_events, within=max_wait_s):
+    async for events in stream.noack_take(settings.batch_max_events, within=max_wait_s):
         started = time.perf_counter()
         clicks, rows, headers = [], [], []
         for event in events:
@@ -121,6 +125,7 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
             rows.append(vector)
             headers.append(forward_headers(message.headers))
         if not clicks:
+            await acker.submit(events, [])
             continue
         vectors = np.stack(rows)
         scores = scorer.score(vectors)
@@ -128,9 +133,12 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
         invalid, thresholds = scorer.decide(scores, slices)
         decided_at_ms = time.time_ns() // 1_000_000
         verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
-        for verdict, hdrs in zip(verdicts, headers, strict=True):
-            await verdicts_topic.send(key=verdict.click_id.encode(), value=verdict.to_json(), headers=hdrs)
+        deliveries = [
+            await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
+            for verdict, hdrs in zip(verdicts, headers, strict=True)
+        ]
         STATS.record_batch((time.perf_counter() - started) * 1e6, slices, invalid.tolist())
+        await acker.submit(events, deliveries)
 
 
 @app.timer(interval=5.0, name="worker-stats")

@@ -44,7 +44,7 @@ def schemas(out: str = typer.Option(None, help="Folder to write to (default: the
 
 @cli.command()
 def demo(
-    rate: float = typer.Option(2_000, min=1, help="Simulated clicks per second (open loop)."),
+    rate: float = typer.Option(400, min=1, help="Simulated clicks per second (open loop)."),
     duration: float = typer.Option(60, min=1, help="Seconds of live traffic."),
     malformed: float = typer.Option(0.005, min=0, max=1, help="Share of extra malformed events."),
     seed: int = typer.Option(42, min=0, help="Simulator seed."),

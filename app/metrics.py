@@ -23,6 +23,21 @@ __all__ = ["WorkerStats", "STATS", "stats_dir", "read_snapshots"]
 _MAX_US = 60_000_000  # one minute: anything slower is clamped, not lost
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB.
+
+    From ``VmHWM`` (per address space): ``getrusage``'s ``ru_maxrss`` survives fork+exec on Linux, so
+    a worker started by a large parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def stats_dir(data_dir: Path) -> Path:
     return data_dir / "stats"
 
@@ -66,7 +81,7 @@ class WorkerStats:
             "batch_cost_hdr": h.encode().decode() if h.get_total_count() else "",
             "clicks_by_slice": dict(self.clicks_by_slice),
             "invalid_by_slice": dict(self.invalid_by_slice),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": peak_rss_mib(),
         }
 
     def write(self, folder: Path) -> Path:
