@@ -5,19 +5,25 @@ outputs straight through ``app.producer.send`` (Faust's ``Topic.send`` layer cos
 message here, see benchmarks/FAUST_THROUGHPUT.md) and hands the batch with its delivery futures to an
 :class:`InOrderAcker`. Batches are acked strictly in the order they were taken and only once all
 their outputs are acknowledged by the broker, so a committed offset never passes an event whose
-output is not stored. A failed delivery raises out of the agent; with ``mode.CrashingSupervisor``
-the worker stops instead of restarting the agent over a gap (faust-streaming #606), and a restart
-re-reads from the last committed offset: duplicates are possible, loss is not.
+output is not stored. After a failed delivery nothing more is acked and the worker shuts itself down
+(SIGTERM to its own process: Faust commits what was acked and stops), rather than letting the agent
+be restarted over an unacked gap (faust-streaming #606). A restart re-reads from the last committed
+offset: duplicates are possible, loss is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["InOrderAcker", "ACKERS", "MAX_BATCHES_IN_FLIGHT"]
+
+log = logging.getLogger(__name__)
 
 #: Batches whose outputs may still be on their way to the broker before the agent waits.
 MAX_BATCHES_IN_FLIGHT = 2
@@ -27,19 +33,27 @@ class InOrderAcker:
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.pending: deque[tuple[Sequence[Any], asyncio.Future[Any]]] = deque()
+        self.failed = False
 
     async def submit(self, events: Sequence[Any], deliveries: list[asyncio.Future[Any]]) -> None:
         """Queue a processed batch; wait for the oldest when too many are in flight; ack what is done."""
         self.pending.append((events, asyncio.gather(*deliveries)))
         if len(self.pending) > MAX_BATCHES_IN_FLIGHT:
-            await self.pending[0][1]
+            await asyncio.wait([self.pending[0][1]])
         await self.ack_done()
 
     async def ack_done(self) -> None:
         """Ack finished batches from the oldest on; stop at the first one still in flight."""
-        while self.pending and self.pending[0][1].done():
+        while not self.failed and self.pending and self.pending[0][1].done():
             events, future = self.pending[0]
-            future.result()  # a failed delivery raises here: this batch and all later stay unacked
+            error = future.exception()
+            if error is not None:  # this batch and every later one stay unacked
+                self.failed = True
+                log.critical(
+                    "delivery failed (%r): stopping the worker; it resumes from the last commit", error
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             self.pending.popleft()
             for event in events:
                 await self.stream.ack(event)
