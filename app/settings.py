@@ -71,6 +71,19 @@ class Settings:
     #: IVT_STATE_SWEEP_S: seconds of event time between two sweeps of a table partition, which delete
     #: keys idle for longer than the feature state TTL (25 h) plus an hour. Default 300.
     state_sweep_s: float = 300.0
+    #: IVT_REPLAY_NICE: niceness the replay worker adds to itself (0-19), so the live worker wins the
+    #: CPU whenever both want it. Default 10.
+    replay_nice: int = 10
+    #: IVT_REPLAY_LOOKBACK_S: default look-back, in seconds of clicks before a recompute job's range,
+    #: that warms its counters up (25 h covers the longest window and the state TTL). Default 90000.
+    replay_lookback_s: float = 90000.0
+    #: IVT_REPLAY_LATENESS_S: slack, in seconds, around an event-time range when it is resolved to
+    #: offsets through record timestamps (and before the first click when verdicts are indexed).
+    #: Default 300.
+    replay_lateness_s: float = 300.0
+    #: IVT_REPLAY_CHUNK_CLICKS: clicks a replay job scores in one ONNX call and publishes before it
+    #: checkpoints its progress. Default 5000.
+    replay_chunk_clicks: int = 5000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -105,6 +118,12 @@ class Settings:
             raise ConfigError("IVT_CLICK_PARTITIONS must be >= 1")
         if self.max_event_bytes < 256:
             raise ConfigError("IVT_MAX_EVENT_BYTES must be >= 256")
+        if not 0 <= self.replay_nice <= 19:
+            raise ConfigError(f"IVT_REPLAY_NICE must be 0..19, got {self.replay_nice}")
+        if self.replay_lookback_s < 0 or self.replay_lateness_s < 0 or self.replay_chunk_clicks < 1:
+            raise ConfigError(
+                "IVT_REPLAY_LOOKBACK_S and IVT_REPLAY_LATENESS_S must be >= 0, IVT_REPLAY_CHUNK_CLICKS >= 1"
+            )
         for name in ("broker_port", "broker_controller_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:

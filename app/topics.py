@@ -26,6 +26,8 @@ __all__ = [
     "TABLES",
     "changelog_topic",
     "leader_topic",
+    "REPLAY_JOBS",
+    "REPLAY_PROGRESS",
 ]
 
 CLICKS = "clicks"
@@ -36,6 +38,10 @@ PURCHASES = "purchases"
 ACCOUNT_RFM = "account-rfm"
 VERDICTS = "verdicts"
 MODEL_CONTROL = "model-control"
+#: Replay job specs, keyed by job id (compacted: the latest submission of each job).
+REPLAY_JOBS = "replay-jobs"
+#: Replay checkpoints, keyed by job id (compacted: the latest progress and summary of each job).
+REPLAY_PROGRESS = "replay-progress"
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -89,6 +95,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Faust's own topics, created here so partitions and compaction are right from the start.
         *(TopicSpec(changelog_topic(settings, t), p, f"{t} table key", dict(compact)) for t in TABLES),
         TopicSpec(leader_topic(settings), 1, "Faust leader election", {}),
+        # Replay (app/replay): one partition each, so one reader sees every job in submission order.
+        TopicSpec(settings.topic(REPLAY_JOBS), 1, "job id", dict(compact)),
+        TopicSpec(settings.topic(REPLAY_PROGRESS), 1, "job id", dict(compact)),
     ]
 
 
@@ -101,4 +110,6 @@ ALL_TOPICS = (
     ACCOUNT_RFM,
     VERDICTS,
     MODEL_CONTROL,
+    REPLAY_JOBS,
+    REPLAY_PROGRESS,
 )
