@@ -225,7 +225,8 @@ class EmpiricalCurve:
         """A threshold in [0, 1] that invalidates exactly the clicks of point ``j``, with a margin.
 
         Halfway between the point's score and the next lower distinct score (0 below the lowest),
-        or halfway between the highest score and 1 for the "nothing invalid" point.
+        or halfway between the highest score and 1 for the "nothing invalid" point. Thresholds stay
+        within [0, 1] (the manifest's range), so a score of exactly 1.0 is always invalid.
         """
         if j == 0:
             top = self.scores[1] if len(self.scores) > 1 else 0.0
@@ -570,17 +571,17 @@ def refine(
 
 
 def knee_point(curve: EmpiricalCurve, max_fpr: float = 1.0) -> int:
-    """Index of the knee of the IVR-FPR staircase (Kneedle: farthest above the chord, normalised).
+    """Index of the knee of the IVR-FPR staircase (Kneedle: farthest above the diagonal, normalised).
 
     Beyond the knee, FPR grows faster than IVR relative to the curve's overall ratio. ``max_fpr``
     limits the part of the curve considered.
     """
     fx, iy = curve.staircase(max_fpr)
-    if len(fx) < 3:
+    if len(fx) < 2 or iy[-1] <= 0:
         return curve.index_at_fpr(float(fx[-1]))
-    x = (fx - fx[0]) / (fx[-1] - fx[0])
-    span = iy[-1] - iy[0]
-    y = (iy - iy[0]) / span if span > 0 else np.zeros_like(iy)
+    # From the origin (nothing invalid): the clicks above every purchasing click are the first rise.
+    x = fx / fx[-1]
+    y = iy / iy[-1]
     k = int(np.argmax(y - x))
     return curve.index_at_fpr(float(fx[k]))
 
