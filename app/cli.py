@@ -5,12 +5,17 @@ from __future__ import annotations
 import typer
 
 from app.broker.cli import broker_cli, topics_cli
+from app.replay.cli import replay_cli, replay_worker_command
 from app.simulator.cli import simulate_cli
+from models.cli import register as register_model_commands
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time robotic ad-click detector.")
 cli.add_typer(broker_cli, name="broker", help="Run the local single-node Kafka broker (KRaft).")
 cli.add_typer(topics_cli, name="topics", help="Create and inspect the project's topics.")
 cli.add_typer(simulate_cli, name="simulate", help="Deterministic traffic simulator (history files, live).")
+cli.add_typer(replay_cli, name="replay", help="Replay history through a pinned model: submit, status, list.")
+cli.command("replay-worker")(replay_worker_command)
+register_model_commands(cli)  # ivt dataset / train / evaluate / models ...
 
 
 @cli.command()

@@ -1,0 +1,211 @@
+"""``ivt replay-worker``: the process that runs replay jobs, one at a time, in submission order.
+
+It is its own process (never a live worker's agent), lowers its own CPU priority
+(``IVT_REPLAY_NICE``), and talks to Kafka with plain aiokafka: live traffic never waits for it.
+
+On start it reads ``replay-progress`` (latest checkpoint per job) and then follows ``replay-jobs``
+from the beginning: every job whose latest submission has no finished checkpoint is run, a started
+one from its checkpoint. Run one replay worker per app id: jobs run strictly one after another, so
+each job's revisions go above every earlier job's (a second worker would run the same jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from app import topics
+from app.replay.exceptions import ReplayError
+from app.replay.job import ReplayJob
+from app.replay.progress import Progress
+from app.replay.reader import new_consumer, read_ranges
+from app.replay.runner import JobRunner, Stopped
+from app.settings import Settings
+
+__all__ = ["READY_MARK", "ReplayService", "run_replay_worker", "ReplayWorkerProcess", "latest_records"]
+
+log = logging.getLogger(__name__)
+READY_MARK = "replay worker ready"
+
+
+def new_producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent (no duplicates from retries) and acks=all: an acknowledged verdict is in the log."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
+
+
+async def latest_records(consumer: AIOKafkaConsumer, topic: str) -> dict[str, tuple[int, bytes | None]]:
+    """Key -> (offset, value) of the latest record per key, from the start of ``topic`` to its end now."""
+    tp = TopicPartition(topic, 0)
+    begin, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+    out: dict[str, tuple[int, bytes | None]] = {}
+    async for _, records in read_ranges(consumer, topic, {0: (begin, end)}):
+        for r in records:
+            if r.key is not None:
+                out[r.key.decode("utf-8", "replace")] = (r.offset, r.value)
+    return out
+
+
+class ReplayService:
+    def __init__(self, settings: Settings, stop: asyncio.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.jobs_topic = settings.topic(topics.REPLAY_JOBS)
+        self.progress_topic = settings.topic(topics.REPLAY_PROGRESS)
+        self.jobs: dict[str, tuple[int, ReplayJob]] = {}
+        self.progress: dict[str, Progress] = {}
+
+    def _finished(self, job: ReplayJob) -> bool:
+        p = self.progress.get(job.job_id)
+        return p is not None and p.submitted_at_ms == job.submitted_at_ms and p.finished
+
+    async def _checkpoint(self, progress: Progress) -> None:
+        self.progress[progress.job_id] = progress
+        await self.producer.send_and_wait(self.progress_topic, progress.to_json(), progress.job_id.encode())
+
+    async def run(self) -> None:
+        self.producer = new_producer(self.settings)
+        data = new_consumer(self.settings)
+        jobs = new_consumer(self.settings)
+        await self.producer.start()
+        await data.start()
+        await jobs.start()
+        try:
+            for key, (_, value) in (await latest_records(data, self.progress_topic)).items():
+                if value is not None:
+                    try:
+                        self.progress[key] = Progress.from_json(value)
+                    except ReplayError as exc:
+                        log.error("ignoring progress of %s: %s", key, exc)
+            tp = TopicPartition(self.jobs_topic, 0)
+            jobs.assign([tp])
+            await jobs.seek_to_beginning(tp)
+            log.info("%s (jobs on %s)", READY_MARK, self.jobs_topic)
+            while not self.stop.is_set():
+                for record in (await jobs.getmany(tp, timeout_ms=300)).get(tp, []):
+                    self._take(record)
+                pending = sorted((off, j.job_id) for off, j in self.jobs.values() if not self._finished(j))
+                if not pending:
+                    continue
+                job = self.jobs[pending[0][1]][1]
+                log.info(
+                    "replay job %s: %s, model %s, %s",
+                    job.job_id,
+                    job.mode,
+                    job.model_version,
+                    job.describe_range(),
+                )
+                runner = JobRunner(
+                    self.settings,
+                    job,
+                    self.progress.get(job.job_id),
+                    self.producer,
+                    data,
+                    self._checkpoint,
+                    self.stop,
+                )
+                try:
+                    await runner.run()
+                except Stopped:
+                    log.info("replay job %s interrupted; it resumes from its last checkpoint", job.job_id)
+        finally:
+            await jobs.stop()
+            await data.stop()
+            await self.producer.stop()
+
+    def _take(self, record: object) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None  # type: ignore[attr-defined]
+        if key is None:
+            return
+        if record.value is None:  # type: ignore[attr-defined]
+            self.jobs.pop(key, None)
+            return
+        try:
+            job = ReplayJob.from_json(record.value)  # type: ignore[attr-defined]
+        except ReplayError as exc:
+            log.error("ignoring replay job record at offset %s: %s", record.offset, exc)  # type: ignore[attr-defined]
+            return
+        self.jobs[job.job_id] = (record.offset, job)  # type: ignore[attr-defined]
+
+
+def run_replay_worker(settings: Settings | None = None, log_level: str | None = None) -> None:
+    """The ``ivt replay-worker`` entry point: until SIGTERM / SIGINT, which stops after the current chunk."""
+    settings = settings or Settings.from_env()
+    logging.basicConfig(
+        level=(log_level or settings.log_level).upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    if settings.replay_nice:
+        os.nice(settings.replay_nice)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await ReplayService(settings, stop).run()
+
+    asyncio.run(main())
+
+
+class ReplayWorkerProcess:
+    """An ``ivt replay-worker`` child process in its own process group, logging to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings.to_env(), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        self._log = log_path.open("ab")
+        self._start_size = log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "replay-worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"replay worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with self.log_path.open("rb") as f:
+                f.seek(self._start_size)
+                if READY_MARK.encode() in f.read():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"replay worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
