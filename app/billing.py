@@ -18,9 +18,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from app import topics
+from app.replay.reader import partitions_of
 from app.settings import Settings
 
 __all__ = ["BillingBook", "Entry", "read_book"]
@@ -84,8 +85,7 @@ async def read_book(settings: Settings, book: BillingBook | None = None) -> Bill
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)

@@ -60,8 +60,10 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # refreshes metadata for every topic
-    parts = consumer.partitions_for_topic(topic)
+    # consumer.topics() fetches the metadata but does not keep it, so partitions_for_topic() stays
+    # empty for a topic never subscribed; use the metadata it fetched.
+    cluster = await consumer._client.fetch_all_metadata()
+    parts = cluster.partitions_for_topic(topic)
     if not parts:
         raise BadJob(f"topic {topic!r} does not exist (run `ivt topics create`)")
     return [TopicPartition(topic, p) for p in sorted(parts)]
