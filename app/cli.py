@@ -7,6 +7,7 @@ import typer
 from app.broker.cli import broker_cli, topics_cli
 from app.replay.cli import replay_cli, replay_worker_command
 from app.simulator.cli import simulate_cli
+from models.calibrate_cli import calibrate_command
 from models.cli import register as register_model_commands
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time robotic ad-click detector.")
@@ -16,6 +17,7 @@ cli.add_typer(simulate_cli, name="simulate", help="Deterministic traffic simulat
 cli.add_typer(replay_cli, name="replay", help="Replay history through a pinned model: submit, status, list.")
 cli.command("replay-worker")(replay_worker_command)
 register_model_commands(cli)  # ivt dataset / train / evaluate / models ...
+cli.command("calibrate")(calibrate_command)  # per-slice thresholds -> a new model version
 
 
 @cli.command()
