@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -27,7 +28,8 @@ from app.settings import Settings
 __all__ = ["register", "models_cli"]
 
 console = Console(stderr=True)
-out_console = Console()
+# Tables go to stdout; wide enough to stay readable when piped into a file.
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 models_cli = typer.Typer(
     no_args_is_help=True, add_completion=False, help="List, inspect and promote model versions."
 )
@@ -147,6 +149,7 @@ def register(cli: typer.Typer) -> None:
     """Add the offline ML commands to the ``ivt`` app."""
     cli.command("dataset")(dataset)
     cli.command("train")(train_cmd)
+    cli.command("evaluate")(evaluate_cmd)
     cli.add_typer(models_cli, name="models", help="List, inspect and promote model versions.")
 
 
@@ -340,3 +343,69 @@ def promote_cmd(version: Annotated[str, typer.Argument(help="Version to make act
     except ModelError as exc:
         raise _fail(str(exc)) from None
     console.print(f"{m.version} is active (workers pick the newest active version when they start)")
+
+
+def evaluate_cmd(
+    version: Annotated[
+        str | None, typer.Option(help="Model version (default: the newest registered).")
+    ] = None,
+    dataset_dir: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Dataset folder (default: the one the model was trained on)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default $IVT_DATA_DIR/reports/VERSION).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First day to evaluate, YYYY-MM-DD (default: the test days).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="End day (exclusive), YYYY-MM-DD.")] = None,
+    k: Annotated[
+        int | None, typer.Option(min=0, help="Robotic: sessions with more than k clicks in an hour.")
+    ] = None,
+    fpr: Annotated[
+        str, typer.Option(help="FPR budgets for the same-FPR comparison, comma separated.")
+    ] = "0.005,0.01,0.02",
+) -> None:
+    """Evaluate a model and both baselines on held-out days: Markdown report, JSON, PNG curves."""
+    from models.dataset import DatasetError, parse_time
+    from models.evaluate import evaluate
+    from models.exceptions import ModelError
+    from models.registry import Registry
+
+    settings = Settings.from_env()
+    reg = Registry(settings.registry_dir)
+    try:
+        if version is None:
+            latest = reg.latest()
+            if latest is None:
+                raise _fail(f"no model in {settings.registry_dir}; train one with `ivt train`")
+            version = latest.version
+        budgets = tuple(float(x) for x in fpr.split(","))
+        if not all(0 < b < 1 for b in budgets):
+            raise ValueError("FPR budgets must be in (0, 1)")
+        days = None
+        if start or end:
+            if not (start and end):
+                raise _fail("give both --start and --end, or neither")
+            days = (parse_time(start) // 86_400_000, parse_time(end) // 86_400_000)
+            if days[0] >= days[1]:
+                raise _fail(f"--start {start} is not before --end {end}")
+        target = out if out is not None else settings.data_dir / "reports" / version
+        with console.status(f"evaluating {version}"):
+            report = evaluate(reg, version, target, dataset=dataset_dir, days=days, k=k, fprs=budgets)
+    except (DatasetError, ModelError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    doc = report.doc
+    table = Table(
+        title=f"{version} on {doc['days'][0]} .. {doc['days'][1]} (excl.), {doc['rows']:,} clicks, k={doc['k']}"
+    )
+    for col in ("FPR budget", "scorer", "IVR", "FPR", "coverage"):
+        table.add_column(col, justify="right")
+    for f, by in doc["at_same_fpr"].items():
+        for name, pt in by.items():
+            table.add_row(
+                f"{float(f) * 100:g} %", name, _pct(pt["ivr"]), _pct(pt["fpr"]), _pct(pt["coverage"])
+            )
+    out_console.print(table)
+    console.print(f"report: {report.markdown} (plots beside it)")

@@ -16,7 +16,8 @@ bit-identical ONNX files, see ``tests/unit/test_train.py``).
 
 Thresholds: per slice, the threshold whose FPR on the validation days is at most ``target_fpr``
 (highest IVR within it; :func:`models.metrics.threshold_for_fpr`), and a default threshold from all
-slices together. Calibration (issue 5) replaces them with the convex per-slice solution.
+slices together; a slice with fewer than ``min_purchasing`` purchasing clicks on the validation days
+keeps the default. Calibration (issue 5) replaces them with the convex per-slice solution.
 
 The manifest's ``metrics`` hold: the split and row counts, the epochs' losses, the export parity, the
 test days' IVR / FPR / robotic coverage per slice at the chosen thresholds, the comparison with both
@@ -85,6 +86,8 @@ class TrainConfig:
     test_days: int = 2
     target_fpr: float = 0.01
     k: int = M.DEFAULT_K
+    #: purchasing clicks a slice needs on the validation days to get its own threshold
+    min_purchasing: int = 50
     #: cap on training rows (a seeded uniform sample of the training days); None = all
     max_train_rows: int | None = None
 
@@ -312,8 +315,13 @@ def train(
     p_va = pipe.predict_proba(va.X)[:, 1].astype(np.float64)
     curves = M.curves_per_slice(p_va, va.cols["is_purchasing"], va.cols["slice"], max_points=None)
     default_th = _clip_th(M.threshold_for_fpr(curves[M.ALL], cfg.target_fpr))
+    # A slice with few purchasing clicks on the validation days would get a noisy threshold: it
+    # keeps the default one (calibration, issue 5, pools evidence across slices properly).
+    pur_va = va.cols["is_purchasing"]
     thresholds = {
-        s: _clip_th(M.threshold_for_fpr(c, cfg.target_fpr)) for s, c in curves.items() if s in SLICES
+        s: _clip_th(M.threshold_for_fpr(c, cfg.target_fpr))
+        for s, c in curves.items()
+        if s in SLICES and int(pur_va[va.cols["slice"] == s].sum()) >= cfg.min_purchasing
     }
 
     stage("loading test days" if split.test[1] > split.test[0] else "no test days")

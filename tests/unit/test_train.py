@@ -75,3 +75,19 @@ def test_velocity_heuristic_is_monotone_in_velocity() -> None:
     X[:, FEATURE_NAMES.index("session_velocity")] = np.log1p([0.5, 6.0, 60.0])
     s = velocity_scores(X)
     assert s[1] == pytest.approx(0.5) and s[0] < s[1] < s[2]
+
+
+def test_evaluate_report(dataset: Path, tmp_path: Path) -> None:
+    from models.evaluate import evaluate
+
+    reg = Registry(tmp_path / "models")
+    m, result = train_and_register(dataset, reg, CFG)
+    rep = evaluate(reg, m.version, tmp_path / "report", fprs=(0.01,))
+    doc = rep.doc
+    assert rep.markdown.is_file() and "IVR-FPR" in rep.markdown.read_text()
+    assert {p for p in doc["plots"].values()} <= {p.name for p in (tmp_path / "report").glob("*.png")}
+    assert "all" in doc["plots"]
+    # the same numbers as the trainer measured on the same (test) rows with the same thresholds
+    assert doc["at_model_thresholds"]["all"] == result.metrics["per_slice"]["all"]
+    assert doc["at_same_fpr"]["0.01"] == result.metrics["at_same_fpr"]
+    assert doc["truth"]["available"]
