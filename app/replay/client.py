@@ -73,38 +73,37 @@ async def rerun(settings: Settings, job_id: str) -> ReplayJob:
 
 
 async def follow(settings: Settings, job_id: str, timeout_s: float | None = None) -> AsyncIterator[Progress]:
-    """Yield the job's checkpoints as they come (the latest first) until its current run finishes."""
-    jobs, progress = await jobs_and_progress(settings)
+    """Yield the job's latest checkpoint about every 0.3 s until its current run finishes.
+
+    One consumer reads ``replay-progress`` from its start and keeps following it, so a checkpoint
+    written while we start is never missed.
+    """
+    jobs, _ = await jobs_and_progress(settings)
     if job_id not in jobs:
         raise BadJob(f"no replay job {job_id!r} (known: {', '.join(jobs) or 'none'})")
     job = jobs[job_id]
-
-    def current(p: Progress | None) -> Progress:
-        if p is None or p.submitted_at_ms != job.submitted_at_ms:
-            return Progress(job_id, job.submitted_at_ms)  # queued: the worker has not started this run
-        return p
-
-    latest = current(progress.get(job_id))
-    yield latest
-    if latest.finished:
-        return
+    latest = Progress(job_id, job.submitted_at_ms)  # queued until the worker starts this run
     consumer = new_consumer(settings)
     await consumer.start()
     tp = TopicPartition(settings.topic(topics.REPLAY_PROGRESS), 0)
     consumer.assign([tp])
-    await consumer.seek_to_end(tp)
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    caught_up = end == 0
+    key = job_id.encode()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while deadline is None or time.monotonic() < deadline:
-            batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
-            for r in batch:
-                if r.key == job_id.encode() and r.value is not None:
+            for r in (await consumer.getmany(tp, timeout_ms=300)).get(tp, []):
+                if r.key == key and r.value is not None:
                     p = Progress.from_json(r.value)
                     if p.submitted_at_ms == job.submitted_at_ms:
                         latest = p
-            yield latest
-            if latest.finished:
-                return
+            caught_up = caught_up or await consumer.position(tp) >= end
+            if caught_up:
+                yield latest
+                if latest.finished:
+                    return
         raise ReplayError(f"replay job {job_id!r} not finished after {timeout_s} s (state {latest.state})")
     finally:
         await consumer.stop()
