@@ -1,8 +1,12 @@
 """``ivt demo``: the whole system on this machine with no other step.
 
-Starts (or reuses) the local broker, creates the topics, starts one worker process, publishes live
-simulated traffic with a few malformed events mixed in, and prints a running summary read from the
-topics' offsets. Everything it started is stopped at the end, or on Ctrl-C.
+Starts (or reuses) the local broker, creates the topics, makes sure a **trained** model is active
+(when the registry has none besides the reference model: simulates a small history, builds the
+dataset, trains, exports, registers and activates an MLP, see :func:`ensure_trained_model`), starts
+one worker process, publishes live simulated traffic with a few malformed events mixed in, and
+prints a running summary: rates from the topics' offsets, and IVR and FPR per slice from the
+verdicts joined with the purchases the simulator publishes (:class:`LiveRates`). Everything it
+started is stopped at the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
@@ -25,7 +31,7 @@ from app.simulator.live import LiveOptions, publish_live
 from app.simulator.malformed import malformed_event
 from app.worker import WorkerProcess
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "LiveRates", "ensure_trained_model", "run_demo"]
 
 _WATCHED = (topics.CLICKS, topics.CLICKS_BY_IP, topics.CLICKS_DLQ, topics.VERDICTS)
 
@@ -39,6 +45,162 @@ class DemoOptions:
     malformed_fraction: float = 0.005
     report_every_s: float = 5.0
     seed: int = 42
+    #: History simulated to train the first model when none is registered (days, human users).
+    #: Small on purpose: about 0.5 M clicks, a few minutes on a 2-core machine.
+    history_days: int = 4
+    history_users: int = 5000
+    #: Print the per-slice table every this many summary lines.
+    slice_table_every: int = 6
+
+
+def _is_reference(manifest: Any) -> bool:
+    return str(manifest.metrics.get("kind", "")).startswith("reference")
+
+
+def ensure_trained_model(settings: Settings, options: DemoOptions, console: Console) -> str:
+    """The version the worker will serve; trains and activates one if no trained model is active.
+
+    ``IVT_MODEL_VERSION`` pins a version: it is used as it is. Otherwise the newest active version
+    is used unless it is the reference model (or there is none): then a history of
+    ``options.history_days`` days is simulated under ``$IVT_DATA_DIR/demo/`` (kept, so a second run
+    reuses it), a dataset built, an MLP trained and activated (the reference model is retired).
+    """
+    from app.simulator.history import write_history
+    from app.simulator.params import SimParams
+    from models.dataset import INFO_FILE, build_from_history
+    from models.registry import Registry
+    from models.train import TrainConfig, train_and_register
+
+    registry = Registry(settings.registry_dir)
+    if settings.model_version:
+        registry.load(settings.model_version)
+        console.print(f"model: {settings.model_version} (pinned by IVT_MODEL_VERSION)")
+        return settings.model_version
+    active = registry.latest(status="active")
+    if active is not None and not _is_reference(active):
+        console.print(f"model: {active.version} (active, trained {active.created_at[:19]})")
+        return active.version
+    root = settings.data_dir / "demo"
+    history, dataset = root / "history", root / "dataset"
+    began = time.monotonic()
+    with console.status("no trained model is active: training one") as status:
+        if not (history / "manifest.json").is_file():
+            status.update(
+                f"simulating {options.history_days} days of history ({options.history_users:,} users)"
+            )
+            params = SimParams(seed=options.seed, users=options.history_users)
+            write_history(history, params, options.history_days)
+        if not (dataset / INFO_FILE).is_file():
+
+            def on_batch(done: int, total: int) -> None:
+                status.update(f"building the dataset: features of {done:,} / {total:,} clicks")
+
+            build_from_history(history, dataset, progress=on_batch)
+
+        def on_epoch(epoch: int, loss: float, vloss: float) -> None:
+            status.update(f"training the MLP: epoch {epoch}, validation loss {vloss:.4f}")
+
+        manifest, result = train_and_register(
+            dataset, registry, TrainConfig(test_days=1, seed=options.seed), activate=True, on_epoch=on_epoch
+        )
+    best = result.metrics["at_same_fpr"]
+    console.print(
+        f"model: trained {manifest.version} in {time.monotonic() - began:.0f} s on {root} and activated it; "
+        f"held-out day at FPR <= 1 %: IVR {best['mlp']['ivr']:.1%} (logistic {best['logreg']['ivr']:.1%}, "
+        f"velocity {best['velocity']['ivr']:.1%}); `ivt evaluate` writes the full report"
+    )
+    return manifest.version
+
+
+@dataclass
+class LiveRates:
+    """IVR and FPR per slice over this run's verdicts, joined with purchases by click id.
+
+    Bounded by the run: one entry per verdict seen (click id -> slice, decision), and purchases whose
+    verdict has not arrived yet. A purchase counts its click once, whenever both are known.
+    """
+
+    decided: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+    purchased: set[str] = field(default_factory=set)
+    clicks: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    purchasing: dict[str, int] = field(default_factory=dict)
+    purchasing_invalid: dict[str, int] = field(default_factory=dict)
+    model_versions: set[str] = field(default_factory=set)
+
+    def verdict(self, click_id: str, slice_: str, invalid: bool, model_version: str) -> None:
+        if click_id in self.decided:  # a replayed or corrected decision: keep the first (live) one
+            return
+        self.decided[click_id] = (slice_, invalid)
+        self.model_versions.add(model_version)
+        self.clicks[slice_] = self.clicks.get(slice_, 0) + 1
+        self.invalid[slice_] = self.invalid.get(slice_, 0) + invalid
+        if click_id in self.waiting:
+            self.waiting.discard(click_id)
+            self._count_purchase(slice_, invalid)
+
+    def purchase(self, click_id: str) -> None:
+        if click_id in self.purchased:
+            return
+        self.purchased.add(click_id)
+        if click_id in self.decided:
+            self._count_purchase(*self.decided[click_id])
+        else:
+            self.waiting.add(click_id)
+
+    def _count_purchase(self, slice_: str, invalid: bool) -> None:
+        self.purchasing[slice_] = self.purchasing.get(slice_, 0) + 1
+        self.purchasing_invalid[slice_] = self.purchasing_invalid.get(slice_, 0) + invalid
+
+    def overall(self) -> tuple[int, float, int, float]:
+        """(clicks, IVR, purchasing clicks, FPR); rates are nan when there is nothing to divide."""
+        n, bad = sum(self.clicks.values()), sum(self.invalid.values())
+        p, pbad = sum(self.purchasing.values()), sum(self.purchasing_invalid.values())
+        return n, bad / n if n else float("nan"), p, pbad / p if p else float("nan")
+
+    def print_table(self, console: Console) -> None:
+        console.print(f"  {'slice':<13} {'verdicts':>9} {'IVR':>7} {'purchasing':>11} {'FPR':>7}")
+        for name in sorted(self.clicks):
+            n, bad = self.clicks[name], self.invalid.get(name, 0)
+            p, pbad = self.purchasing.get(name, 0), self.purchasing_invalid.get(name, 0)
+            fpr = f"{pbad / p:7.1%}" if p else "      -"
+            console.print(f"  {name:<13} {n:>9,} {bad / n:7.1%} {p:>11,} {fpr}")
+        n, ivr, p, fpr = self.overall()
+        if n:
+            fpr_s = f"{fpr:7.1%}" if p else "      -"
+            console.print(f"  {'all':<13} {n:>9,} {ivr:7.1%} {p:>11,} {fpr_s}")
+
+
+async def _follow_rates(settings: Settings, rates: LiveRates, stop: asyncio.Event) -> None:
+    """Read verdicts and purchases published from now on into ``rates`` until told to stop."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        counts = await list_topics_async(settings)
+        verdicts, purchases = settings.topic(topics.VERDICTS), settings.topic(topics.PURCHASES)
+        tps = [TopicPartition(t, p) for t in (verdicts, purchases) for p in range(counts.get(t, 0))]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                for r in records:
+                    try:
+                        doc = orjson.loads(r.value)
+                        if tp.topic == verdicts:
+                            rates.verdict(
+                                doc["click_id"],
+                                doc["slice"],
+                                doc["decision"] == "invalid",
+                                doc["model_version"],
+                            )
+                        else:
+                            rates.purchase(doc["click_id"])
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue  # not ours to judge here; the summary counts what it can read
+    finally:
+        await consumer.stop()
 
 
 def _is_local_default(settings: Settings) -> bool:
@@ -112,7 +274,12 @@ async def _inject_malformed(settings: Settings, options: DemoOptions, stop: asyn
 
 
 async def _watch(
-    settings: Settings, options: DemoOptions, worker: WorkerProcess, stop: asyncio.Event, console: Console
+    settings: Settings,
+    options: DemoOptions,
+    worker: WorkerProcess,
+    stop: asyncio.Event,
+    console: Console,
+    rates: LiveRates,
 ) -> dict[str, int]:
     """Print a summary line every few seconds; return the offsets seen at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
@@ -121,7 +288,10 @@ async def _watch(
         tps = await _partitions(settings)
         base = await _end_offsets(consumer, tps, settings)
         previous, t_prev, t0 = dict(base), time.monotonic(), time.monotonic()
-        console.print("   time  published/s  validated/s  verdicts/s  DLQ total  backlog  worker")
+        console.print(
+            "   time  published/s  validated/s  verdicts/s  DLQ total  backlog  worker     IVR     FPR  model"
+        )
+        lines = 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=options.report_every_s)
@@ -133,12 +303,20 @@ async def _watch(
                 f"{(now[topics.CLICKS_BY_IP] - previous[topics.CLICKS_BY_IP]) / dt:12,.0f} "
                 f"{(now[topics.VERDICTS] - previous[topics.VERDICTS]) / dt:11,.0f} "
                 f"{now[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]:10,} "
-                f"{now[topics.CLICKS] - done:8,}  {'up' if worker.alive else 'DOWN'}"
+                f"{now[topics.CLICKS] - done:8,}  {'up' if worker.alive else 'DOWN':<6} "
+                f"{_rate(rates.overall()[1])} {_rate(rates.overall()[3])}  {','.join(sorted(rates.model_versions))}"
             )
             previous, t_prev = now, t_now
+            lines += 1
+            if options.slice_table_every and lines % options.slice_table_every == 0:
+                rates.print_table(console)
         return base
     finally:
         await consumer.stop()
+
+
+def _rate(x: float) -> str:
+    return "      -" if x != x else f"{x:7.1%}"
 
 
 async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
@@ -161,8 +339,10 @@ async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
 
 
 async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, console: Console) -> None:
-    stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch(settings, options, worker, stop, console))
+    stop, rates_stop = asyncio.Event(), asyncio.Event()
+    rates = LiveRates()
+    follower = asyncio.create_task(_follow_rates(settings, rates, rates_stop))
+    watcher = asyncio.create_task(_watch(settings, options, worker, stop, console, rates))
     injector = asyncio.create_task(_inject_malformed(settings, options, stop))
     live = LiveOptions(rate=options.rate, duration_s=options.duration_s, seed=options.seed, progress=False)
     try:
@@ -172,6 +352,9 @@ async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, 
         malformed = await injector
         base = await watcher
     final = await _drain(settings, timeout_s=120)
+    await asyncio.sleep(1.0)  # let the rate follower read the last verdicts
+    rates_stop.set()
+    await follower
     console.rule("summary")
     report.print(console)
     validated = final[topics.CLICKS_BY_IP] - base[topics.CLICKS_BY_IP]
@@ -183,6 +366,11 @@ async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, 
         f"backlog {final[topics.CLICKS] - final[topics.VERDICTS] - final[topics.CLICKS_DLQ]:,}"
     )
     _print_slices(settings, console)
+    console.print(
+        f"IVR and FPR per slice over this run (verdicts joined with the {len(rates.purchased):,} purchases "
+        f"published during it; a purchase can come after the run ends, so FPR is over those seen):"
+    )
+    rates.print_table(console)
 
 
 def _print_slices(settings: Settings, console: Console) -> None:
@@ -200,6 +388,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
     with _broker(settings, console):
         report = ensure_topics(settings)
         console.print(f"topics: {len(report.created)} created, {len(report.present)} already there")
+        ensure_trained_model(settings, options, console)
         worker = WorkerProcess(settings, settings.data_dir / "worker.log")
         try:
             worker.wait_ready(timeout=120)

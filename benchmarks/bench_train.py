@@ -1,18 +1,21 @@
-"""Training time and peak memory on a large dataset (default 10 million rows).
+"""Training time and peak memory with 10 million training rows (the default).
 
-The simulator's 7-day history of 50,000 users gives about 3.9 M dataset rows; a 10 M-row dataset
-would need a bigger simulation and a long feature replay first. So this script **synthesises** the
-large dataset from a built one, honestly labelled as such: it repeats the source's row groups in
-later weeks (day, event time and click id shifted by 7 days per copy, so hour-of-day and day-of-week
-stay true and the time split still has training, validation and test days) and jitters the
-continuous features (each multiplied by ``1 + N(0, 0.01)``; flags, one-hot and unit-circle features
-untouched), until the target row count. Labels, weights and slices are copied.
+The simulator's 7-day history of 50,000 users gives about 3.8 M dataset rows; 10 M training rows
+would need a far bigger simulation and a long feature replay first. So this script **synthesises**
+the large dataset from a built one, honestly labelled as such: it appends whole copies of the
+source in later weeks (day, event time and click id shifted by 7 days per copy, so hour-of-day and
+day-of-week stay true and the time split still has training, validation and test days) and jitters
+the continuous features of every copy after the first (each multiplied by ``1 + N(0, 0.01)``; flags,
+one-hot and unit-circle features untouched). Labels, weights and slices are copied. It makes as
+many copies as needed for the training days (all but the last validation + test days) to hold at
+least ``--train-rows`` rows; the trainer then takes a seeded uniform sample of exactly about that
+many (``TrainConfig.max_train_rows``).
 
 Then it runs the real trainer (:func:`models.train.train`, the code behind ``ivt train``, default
-config) in a **child process** and prints its wall time and its peak resident memory (the child's
-``ru_maxrss``, so synthesis does not count), plus the epochs run and the ONNX parity.
+config otherwise) in a **child process** and prints its wall time and its peak resident memory
+(the child's ``ru_maxrss``, so synthesis does not count), the epochs run and the ONNX parity.
 
-    python benchmarks/bench_train.py --source var/dataset --rows 10000000 [--work /tmp/bench-train]
+    python benchmarks/bench_train.py --source var/dataset --train-rows 10000000 [--work /tmp/bench-train]
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.features.spec import FEATURE_NAMES  # noqa: E402
-from models.dataset import DATA_FILE, DAY_MS, INFO_FILE, read_info  # noqa: E402
+from models.dataset import DATA_FILE, DAY_MS, INFO_FILE, iter_dataset, read_info  # noqa: E402
+from models.train import TrainConfig  # noqa: E402
 
 #: features left exactly as they are (binary or unit circle)
 _EXACT = {"hour_sin", "hour_cos", "dow_sin", "dow_cos", "logged_in", "has_user_id"} | {
@@ -41,10 +45,12 @@ _EXACT = {"hour_sin", "hour_cos", "dow_sin", "dow_cos", "logged_in", "has_user_i
 }
 
 
-def synthesise(source: Path, out: Path, rows: int, seed: int = 0) -> dict:
+def synthesise(source: Path, out: Path, train_rows: int, held_days: int, seed: int = 0) -> dict:
     info = read_info(source)
     n_src = info.rows
-    copies = -(-rows // n_src)
+    last = int(info.doc["last_day"])
+    tail = sum(g.num_rows for g in iter_dataset(source, ["label"], (last - held_days + 1, last + 1)))
+    copies = max(1, -(-(train_rows + tail) // n_src))
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     f = pq.ParquetFile(source / DATA_FILE)
@@ -54,10 +60,7 @@ def synthesise(source: Path, out: Path, rows: int, seed: int = 0) -> dict:
         for c in range(copies):
             shift_days = 7 * c
             for i in range(f.num_row_groups):
-                if written >= rows:
-                    break
                 g = f.read_row_group(i)
-                g = g.slice(0, min(g.num_rows, rows - written))
                 if c:
                     cols = {}
                     for name in g.column_names:
@@ -87,7 +90,7 @@ def synthesise(source: Path, out: Path, rows: int, seed: int = 0) -> dict:
     return doc
 
 
-def _child(path: str, q: mp.Queue) -> None:  # type: ignore[type-arg]
+def _child(path: str, train_rows: int, q: mp.Queue) -> None:  # type: ignore[type-arg]
     from models.train import TrainConfig, train
 
     t0 = time.perf_counter()
@@ -103,7 +106,7 @@ def _child(path: str, q: mp.Queue) -> None:  # type: ignore[type-arg]
             f"  [{time.perf_counter() - t0:7.1f} s] epoch {e}: train {loss:.4f} valid {vloss:.4f}", flush=True
         )
 
-    r = train(path, TrainConfig(), on_epoch=on_epoch, on_stage=on_stage)
+    r = train(path, TrainConfig(max_train_rows=train_rows), on_epoch=on_epoch, on_stage=on_stage)
     q.put(
         {
             "seconds": time.perf_counter() - t0,
@@ -122,19 +125,20 @@ def main() -> None:
     ap.add_argument(
         "--source", type=Path, default=Path("var/dataset"), help="a dataset built by `ivt dataset`"
     )
-    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--train-rows", type=int, default=10_000_000, help="training rows (after the split)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-train"))
     ap.add_argument("--keep", action="store_true", help="keep the synthetic dataset afterwards")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    doc = synthesise(args.source, args.work, args.rows)
+    cfg = TrainConfig()
+    doc = synthesise(args.source, args.work, args.train_rows, cfg.valid_days + cfg.test_days)
     print(
         f"synthetic dataset: {doc['rows']:,} rows ({doc['source']['copies']} jittered copies of {args.source}) "
         f"in {time.perf_counter() - t0:.0f} s -> {args.work}"
     )
     q: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
-    p = mp.get_context("spawn").Process(target=_child, args=(str(args.work), q))
+    p = mp.get_context("spawn").Process(target=_child, args=(str(args.work), args.train_rows, q))
     p.start()
     result = q.get()
     p.join()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from app.events import SLICES
@@ -155,16 +156,18 @@ def load_split(
     extra: list[str] | None = None,
     max_rows: int | None = None,
     seed: int = 0,
+    trainable_only: bool = False,
 ) -> SplitData:
     """Features and evaluation columns of the rows whose day is in ``days``, as numpy arrays.
 
     Rows are read one hour at a time into preallocated arrays: the peak is the final arrays plus one
-    hour. ``max_rows`` keeps a seeded uniform sample (Bernoulli per row, so still streaming).
+    hour. ``trainable_only`` skips rows whose late-label weight is 0 (held out); ``max_rows`` then
+    keeps a seeded uniform sample of about that many (Bernoulli per row, so still streaming).
     """
     want = list(dict.fromkeys(EVAL_COLUMNS + (extra or [])))
     f_names = list(FEATURE_NAMES)
     info = read_info(path)
-    total = _rows_in_days(path, days)
+    total = _rows_in_days(path, days, trainable_only)
     rate = 1.0 if max_rows is None or total <= max_rows else max_rows / total
     rng = np.random.default_rng(seed + 7919)
     cap = total if rate >= 1.0 else int(total * rate * 1.01 + 1000)
@@ -172,6 +175,8 @@ def load_split(
     cols: dict[str, list[NDArray[Any]]] = {c: [] for c in want}
     n = 0
     for g in iter_dataset(info.path, f_names + want, days):
+        if trainable_only:
+            g = g.filter(pc.greater(g.column("late_weight"), 0))
         if rate < 1.0:
             keep = rng.random(g.num_rows) < rate
             g = g.filter(keep)
@@ -183,16 +188,28 @@ def load_split(
             X[n : n + m, j] = g.column(name).to_numpy()
         for c in want:
             col = g.column(c)
-            cols[c].append(
-                col.to_numpy(zero_copy_only=False) if col.type != "string" else np.asarray(col.to_pylist())
-            )
+            cols[c].append(_column(col))
         n += m
     X = X[:n]
     out = {c: (np.concatenate(v) if v else np.zeros(0)) for c, v in cols.items()}
     return SplitData(X=X, cols=out)
 
 
-def _rows_in_days(path: Path, days: tuple[int, int]) -> int:
+def _column(col: Any) -> NDArray[Any]:
+    """Numpy form of an Arrow column; strings as an object array sharing one str per distinct value."""
+    if col.type == "string":
+        enc = col.combine_chunks().dictionary_encode()
+        values = np.asarray([*enc.dictionary.to_pylist(), None], dtype=object)
+        return values[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _rows_in_days(path: Path, days: tuple[int, int], trainable_only: bool = False) -> int:
+    if trainable_only:
+        return sum(
+            int(pc.sum(pc.greater(g.column("late_weight"), 0)).as_py() or 0)
+            for g in iter_dataset(path, ["late_weight"], days)
+        )
     return sum(g.num_rows for g in iter_dataset(path, ["day"], days))
 
 
@@ -263,7 +280,7 @@ def _train(
     t_start = time.perf_counter()
 
     stage("loading training days")
-    tr = load_split(path, split.train, max_rows=cfg.max_train_rows, seed=cfg.seed)
+    tr = load_split(path, split.train, max_rows=cfg.max_train_rows, seed=cfg.seed, trainable_only=True)
     w_tr = _weights(tr)
     keep = w_tr > 0
     if not keep.all():
