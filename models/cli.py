@@ -99,7 +99,7 @@ def dataset(
     began = time.perf_counter()
     try:
         if from_kafka:
-            from models.dataset_kafka import build_from_kafka
+            from models.dataset import build_from_kafka
 
             if start_ms is None or end_ms is None:
                 raise _fail("--from-kafka needs --start and --end (the click time range to read)")
