@@ -72,8 +72,8 @@ class Settings:
     #: keys idle for longer than the feature state TTL (25 h) plus an hour. Default 300.
     state_sweep_s: float = 300.0
     #: IVT_REPLAY_NICE: niceness the replay worker adds to itself (0-19), so the live worker wins the
-    #: CPU whenever both want it. Default 10.
-    replay_nice: int = 10
+    #: CPU whenever both want it. Default 19 (the lowest priority).
+    replay_nice: int = 19
     #: IVT_REPLAY_LOOKBACK_S: default look-back, in seconds of clicks before a recompute job's range,
     #: that warms its counters up (25 h covers the longest window and the state TTL). Default 90000.
     replay_lookback_s: float = 90000.0

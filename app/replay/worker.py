@@ -42,7 +42,8 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
+        # fewer, larger produce requests: less broker CPU taken from the live path per verdict
+        linger_ms=50,
         max_batch_size=512 * 1024,
         max_request_size=8 * 1024 * 1024,
     )
