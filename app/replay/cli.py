@@ -162,7 +162,7 @@ def list_command() -> None:
             job_id,
             job.mode,
             job.model_version,
-            job.describe_range(),
+            job.short_range(),
             job.publish,
             p.state if current else "queued",  # type: ignore[union-attr]
             f"{p.counters['published']:,}" if current else "",  # type: ignore[union-attr]

@@ -116,6 +116,13 @@ class ReplayJob:
         assert self.start_ms is not None and self.end_ms is not None
         return f"event time [{format_time(self.start_ms)}, {format_time(self.end_ms)})"
 
+    def short_range(self) -> str:
+        """One short line for tables: partitions and offsets, or the event-time range."""
+        if self.offsets is None:
+            return self.describe_range()
+        total = sum(hi - lo for lo, hi in self.offsets.values())
+        return f"{len(self.offsets)} partition(s), {total:,} offsets"
+
     def same_request(self, other: ReplayJob) -> bool:
         """True when ``other`` asks for the same work (a resubmission), whatever its submission time."""
         mine, theirs = self.to_dict(), other.to_dict()
