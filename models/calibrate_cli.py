@@ -45,6 +45,8 @@ __all__ = ["calibrate_command", "load_calibration_set", "default_version_name", 
 
 console = Console(stderr=True)
 out_console = Console()
+if not out_console.is_terminal:  # files and pipes: room for the whole comparison table
+    out_console = Console(width=160)
 STRATEGIES = ("slices", "knee", "global")
 _DAY_MS = 86_400_000
 
@@ -166,6 +168,9 @@ def calibrate_command(
     min_purchasing: Annotated[
         int, typer.Option(min=1, help="Purchasing clicks a slice needs for its own threshold.")
     ] = 30,
+    max_slice_fpr: Annotated[
+        float | None, typer.Option(help="Cap on every slice's own FPR, in (0, 1] (default: none).")
+    ] = None,
     max_rows: Annotated[int | None, typer.Option(min=1000, help="Sample at most this many rows.")] = None,
     new_version: Annotated[
         str | None, typer.Option(help="Name of the new version (default <model>-cal-<UTC time>).")
@@ -190,6 +195,8 @@ def calibrate_command(
         raise _fail(f"--min-coverage must be in [0, 1], got {min_coverage}")
     if not (0.0 < fit_max_fpr <= 1.0):
         raise _fail(f"--fit-max-fpr must be in (0, 1], got {fit_max_fpr}")
+    if max_slice_fpr is not None and not (0.0 < max_slice_fpr <= 1.0):
+        raise _fail(f"--max-slice-fpr must be in (0, 1], got {max_slice_fpr}")
     if strategy not in STRATEGIES:
         raise _fail(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if slicing not in SLICINGS:
@@ -228,6 +235,7 @@ def calibrate_command(
             fit_max_fpr=fit_max_fpr,
             min_purchasing=min_purchasing,
             max_refits=refits,
+            max_slice_fpr=max_slice_fpr,
         )
     except (CalibrationError, DatasetError, ModelError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
@@ -237,24 +245,26 @@ def calibrate_command(
     out_dir = report_dir or settings.data_dir / "calibration" / name
     md = write_report(result, out_dir, title=f"Calibration of {model} -> {name}", command=command)
 
-    table = Table(title=f"{model}: per-slice thresholds vs one global threshold at the same overall FPR")
-    for col in (
-        "slice",
-        "clicks",
-        "purch.",
-        "t slice",
-        "IVR",
-        "FPR",
-        "cov.",
-        "t global",
-        "IVR",
-        "FPR",
-        "cov.",
-    ):
-        table.add_column(col, justify="right")
-    for row in comparison_rows(result):
-        table.add_row(*row)
-    out_console.print(table)
+    if result.feasible:
+        cols = (
+            "slice",
+            "clicks",
+            "purch.",
+            "t slice",
+            "IVR",
+            "FPR",
+            "cov.",
+            "t global",
+            "IVR",
+            "FPR",
+            "cov.",
+        )
+        table = Table(title=f"{model}: per-slice thresholds vs one global threshold at the same overall FPR")
+        for col in cols:
+            table.add_column(col, justify="right")
+        for row in comparison_rows(result):
+            table.add_row(*row)
+        out_console.print(table)
     for o in (result.global_at_budget, result.knee):
         r = o.rates["all"]
         console.print(

@@ -650,6 +650,7 @@ class CalibrationResult:
     thresholds: dict[str, float] = field(default_factory=dict)  # per fine slice, for the manifest
     default_threshold: float = 0.5
     rows: int = 0
+    max_slice_fpr: float | None = None
 
     def gain(self) -> dict[str, float] | None:
         """Per-slice minus global at the same FPR: overall IVR, coverage and FPR."""
@@ -679,6 +680,7 @@ class CalibrationResult:
             "slicing": self.slicing,
             "robotic_k": self.k,
             "fit_max_fpr": self.fit_max_fpr,
+            "max_slice_fpr": self.max_slice_fpr,
             "refit_rounds": self.refits,
             "rows": self.rows,
             "feasible": self.feasible,
@@ -719,11 +721,16 @@ def calibrate(
     min_purchasing: int = DEFAULT_MIN_PURCHASING,
     knee_max_fpr: float = 1.0,
     max_refits: int = DEFAULT_MAX_REFITS,
+    max_slice_fpr: float | None = None,
 ) -> CalibrationResult:
     """The whole calibration: curves, fits, floors, the convex problem, thresholds, comparisons.
 
-    Infeasible budgets give a result with ``feasible = False`` and a message naming the slices; the
-    manifest thresholds are then empty and ``default_threshold`` is the global one at the budget.
+    ``max_slice_fpr`` optionally caps every slice's own FPR (the problem only bounds the combined
+    one, so without a cap a slice with few purchasing clicks may be given a high FPR).
+
+    Infeasible budgets (or a floor above the cap) give a result with ``feasible = False`` and a
+    message naming the slices; the manifest thresholds are then empty and ``default_threshold`` is
+    the global one at the budget.
     """
     budget = _check_rate("fpr budget", budget, open_low=True, open_high=True)
     min_coverage = _check_rate("minimum coverage", min_coverage, open_low=False, open_high=False)
@@ -732,6 +739,8 @@ def calibrate(
         raise CalibrationError(f"min_purchasing must be >= 1, got {min_purchasing}")
     if max_refits < 0:
         raise CalibrationError(f"max_refits must be >= 0, got {max_refits}")
+    if max_slice_fpr is not None:
+        max_slice_fpr = _check_rate("max_slice_fpr", max_slice_fpr, open_low=True, open_high=False)
     group_of = _slicing(slicing)
     groups = data.grouped(slicing)
     if int(data.purchasing.sum()) == 0:
@@ -757,6 +766,8 @@ def calibrate(
             continue
         floor, _ = coverage_floor(curve, min_coverage)
         upper = max(fit_max_fpr, floor)
+        if max_slice_fpr is not None:
+            upper = min(upper, max(max_slice_fpr, 0.0))
         fx, iy = curve.staircase(upper)
         fit = fit_concave_quadratic(fx, iy, upper)
         outcomes[g] = SliceOutcome(g, curve.clicks, curve.purchasing, curve.robotic, curve, fit, floor)
@@ -768,7 +779,19 @@ def calibrate(
         )
 
     curves = {g: o.curve for g, o in outcomes.items() if o.fit is not None}
-    solution, local_fits, refits = refine(problems, curves, budget, max_refits)
+    over_cap = [p for p in problems if p.lower > p.upper]
+    if over_cap:
+        msg = (
+            "infeasible: the coverage floor needs more than the per-slice FPR cap "
+            f"{max_slice_fpr:g} in: "
+            + "; ".join(f"{p.name} (floor FPR {p.lower:.4f})" for p in over_cap)
+            + ". Raise the cap or lower the minimum coverage."
+        )
+        floor_all = sum(p.purchasing * p.lower for p in problems) / sum(p.purchasing for p in problems)
+        blocked = Solution(False, None, None, None, floor_all, msg, tuple(p.name for p in over_cap))
+        solution, local_fits, refits = blocked, {p.name: p.fit for p in problems}, 0
+    else:
+        solution, local_fits, refits = refine(problems, curves, budget, max_refits)
     at_budget_j = pooled.index_at_fpr(budget)
     t_budget = pooled.threshold(at_budget_j)
     all_groups = sorted(set(groups.tolist()))
@@ -820,4 +843,5 @@ def calibrate(
         thresholds=fine,
         default_threshold=default,
         rows=len(data),
+        max_slice_fpr=max_slice_fpr,
     )

@@ -320,6 +320,20 @@ def test_coverage_floors_are_met() -> None:
     assert free.per_slice.rates["desktop/in"]["coverage"] < 0.25
 
 
+def test_a_per_slice_cap_bounds_every_slice_fpr() -> None:
+    data = synthetic()
+    free = calibrate(data, 0.05, 0.0)
+    assert free.per_slice is not None
+    assert max(free.per_slice.rates[s]["fpr"] for s in SLICES) > 0.06
+    capped = calibrate(data, 0.05, 0.0, max_slice_fpr=0.06)
+    assert capped.feasible and capped.per_slice is not None
+    assert max(capped.per_slice.rates[s]["fpr"] for s in SLICES) <= 0.06
+    assert capped.to_dict()["max_slice_fpr"] == 0.06
+    # A coverage floor above the cap is infeasible, and says which slice.
+    blocked = calibrate(data, 0.05, 0.25, max_slice_fpr=0.01)
+    assert not blocked.feasible and "desktop/in" in blocked.blocking and "cap" in blocked.message
+
+
 def test_infeasible_calibration_is_reported_not_raised() -> None:
     res = calibrate(synthetic(), 0.001, 0.95)
     assert not res.feasible
