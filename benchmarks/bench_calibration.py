@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--caps", default="none", help="per-slice FPR caps to try, e.g. none,0.05")
     ap.add_argument("--slicing", default="device_login")
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--refits", type=int, default=20, help="local refit rounds (0: the whole-range fit only)")
     args = ap.parse_args()
 
     registry = Registry(args.registry or Settings.from_env().registry_dir)
@@ -111,7 +112,7 @@ def main() -> None:
         (b, c, cap) for b in _floats(args.budgets) for c in _floats(args.coverages) for cap in caps
     ):
         t0 = time.perf_counter()
-        res = calibrate(cal, b, c, slicing=args.slicing, max_slice_fpr=cap)
+        res = calibrate(cal, b, c, slicing=args.slicing, max_slice_fpr=cap, max_refits=args.refits)
         secs = time.perf_counter() - t0
         key = f"| {pct(b)} | {pct(c)} | {'-' if cap is None else pct(cap)} "
         if not res.feasible or res.per_slice is None or res.global_same_fpr is None:
