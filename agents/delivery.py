@@ -9,19 +9,25 @@ output is not stored. After a failed delivery nothing more is acked and the work
 (SIGTERM to its own process: Faust commits what was acked and stops), rather than letting the agent
 be restarted over an unacked gap (faust-streaming #606). A restart re-reads from the last committed
 offset: duplicates are possible, loss is not.
+
+An agent that raises is treated the same way (:func:`acking`). Faust's supervisor would restart the
+agent with a fresh stream, but the batches the dead agent held stay unacked for ever: commits stop at
+the first of them and the next rebalance waits on them, a silent stall. A worker that stops loudly
+and resumes from its last commit is the honest alternative.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-__all__ = ["InOrderAcker", "ACKERS", "MAX_BATCHES_IN_FLIGHT"]
+__all__ = ["InOrderAcker", "ACKERS", "MAX_BATCHES_IN_FLIGHT", "acking", "stop_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,7 @@ class InOrderAcker:
             events, future = self.pending[0]
             error = future.exception()
             if error is not None:  # this batch and every later one stay unacked
-                self.failed = True
-                log.critical(
-                    "delivery failed (%r): stopping the worker; it resumes from the last commit", error
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
+                stop_worker(self, f"delivery failed ({error!r})")
                 return
             self.pending.popleft()
             for event in events:
@@ -61,3 +63,29 @@ class InOrderAcker:
 
 #: Every live acker in this process; a timer acks the tail of each when input pauses.
 ACKERS: list[InOrderAcker] = []
+
+
+def stop_worker(acker: InOrderAcker, why: str) -> None:
+    """Ack nothing more and ask this worker to stop: Faust commits what was acked, then exits."""
+    acker.failed = True
+    log.critical("%s: stopping the worker; it resumes from the last commit", why)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.asynccontextmanager
+async def acking(stream: Any, agent_name: str) -> AsyncIterator[InOrderAcker]:
+    """The agent's acker, registered with the idle-ack timer; an exception stops the worker.
+
+    After a crash the agent does not return (Faust's supervisor would restart it over the unacked
+    batches): it waits for the shutdown it asked for, which cancels it.
+    """
+    acker = InOrderAcker(stream)
+    ACKERS.append(acker)
+    try:
+        yield acker
+    except Exception:
+        log.exception("agent %s crashed", agent_name)
+        stop_worker(acker, f"agent {agent_name} crashed")
+        await asyncio.Event().wait()
+    finally:
+        ACKERS.remove(acker)

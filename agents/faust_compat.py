@@ -5,18 +5,48 @@ records it, from the *current event* (a context variable the stream sets while i
 ``stream.take_events()`` the current event is the last one of the batch, while the batch mixes events
 of several partitions; writing state for an earlier event would land in the wrong partition. So the
 scoring stage makes each event current before touching the tables for it.
+
+Faust drops a message when it enters a stream during a rebalance (flow control suspended) or when
+it was fetched before one (its ``generation_id`` is older than the consumer's), but not once it sits
+in a ``take`` buffer. Such an event would be processed after the pre-rebalance commit and again when
+the consumer re-reads from that commit: a duplicate output, and a click counted twice downstream.
+:func:`current_events` applies the same two checks to each batch (found by the scale-out test).
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from faust.streams import _current_event
 
-__all__ = ["make_current"]
+__all__ = ["make_current", "current_events"]
+
+log = logging.getLogger(__name__)
 
 
 def make_current(event: Any) -> None:
     """Make ``event`` Faust's current event for the table reads and writes that follow."""
     _current_event.set(weakref.ref(event))
+
+
+def current_events(app: Any, events: Sequence[Any]) -> Sequence[Any]:
+    """The events of ``events`` that may be processed now; the rest is read again after the rebalance.
+
+    Nothing may be processed while a rebalance is under way (its commit has been made), nor anything
+    fetched in an earlier generation. Dropped events are neither processed nor acked: the committed
+    offset of their partition is at or before them, so the consumer delivers them again.
+    """
+    if not events:
+        return events
+    if not app.flow_control.is_active():
+        fresh: Sequence[Any] = []
+    else:
+        generation = app.consumer_generation_id
+        if all(event.message.generation_id == generation for event in events):
+            return events
+        fresh = [event for event in events if event.message.generation_id == generation]
+    log.info("dropped %d events fetched before the rebalance; they are read again", len(events) - len(fresh))
+    return fresh

@@ -16,8 +16,8 @@ import time
 import faust
 import numpy as np
 
-from agents.delivery import ACKERS, InOrderAcker
-from agents.faust_compat import make_current
+from agents.delivery import acking
+from agents.faust_compat import current_events, make_current
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
 from app.events import Verdict, decode_ip_enriched
@@ -92,53 +92,61 @@ def build_verdicts(
     ]
 
 
+def update_states(events: list) -> tuple[list, list[np.ndarray], list]:
+    """Decode each event, update its user and session state in arrival order: clicks, vectors, headers."""
+    clicks, rows, headers = [], [], []
+    for event in events:
+        message = event.message
+        try:
+            click, ip_features = decode_ip_enriched(event.value)
+        except InvalidEvent as exc:
+            log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
+            continue
+        make_current(event)  # table partition = this event's partition (see agents.faust_compat)
+        user_key, session_key = click.entity_key.encode(), click.session_id.encode()
+        user, session, vector = entity_stage(
+            click,
+            user_states.get(user_key),
+            session_states.get(session_key),
+            np.asarray(ip_features, dtype=np.float32),
+        )
+        user_states[user_key] = user.to_bytes()
+        session_states[session_key] = session.to_bytes()
+        user_sweeper.maybe_sweep(message.partition, click.event_time_ms)
+        session_sweeper.maybe_sweep(message.partition, click.event_time_ms)
+        clicks.append(click)
+        rows.append(vector)
+        headers.append(forward_headers(message.headers))
+    return clicks, rows, headers
+
+
 @app.agent(clicks_by_entity_topic, name="score-clicks")
 async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     scorer = load_scorer()
-    producer, acker = app.producer, InOrderAcker(stream)
-    ACKERS.append(acker)
-    out = verdicts_topic.get_topic_name()
+    producer, out = app.producer, verdicts_topic.get_topic_name()
     max_wait_s = settings.batch_max_wait_ms / 1000
-    async for events in stream.noack_take(settings.batch_max_events, within=max_wait_s):
-        started = time.perf_counter()
-        clicks, rows, headers = [], [], []
-        for event in events:
-            message = event.message
-            try:
-                click, ip_features = decode_ip_enriched(event.value)
-            except InvalidEvent as exc:
-                log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
+    async with acking(stream, "score-clicks") as acker:
+        async for events in stream.noack_take(settings.batch_max_events, within=max_wait_s):
+            events = current_events(app, events)
+            started = time.perf_counter()
+            clicks, rows, headers = update_states(events)
+            if not clicks:
+                await acker.submit(events, [])
                 continue
-            make_current(event)  # table partition = this event's partition (see agents.faust_compat)
-            user_key, session_key = click.entity_key.encode(), click.session_id.encode()
-            user, session, vector = entity_stage(
-                click,
-                user_states.get(user_key),
-                session_states.get(session_key),
-                np.asarray(ip_features, dtype=np.float32),
+            vectors = np.stack(rows)
+            scores = scorer.score(vectors)
+            slices = [c.slice for c in clicks]
+            invalid, thresholds = scorer.decide(scores, slices)
+            decided_at_ms = time.time_ns() // 1_000_000
+            verdicts = build_verdicts(
+                clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms
             )
-            user_states[user_key] = user.to_bytes()
-            session_states[session_key] = session.to_bytes()
-            user_sweeper.maybe_sweep(message.partition, click.event_time_ms)
-            session_sweeper.maybe_sweep(message.partition, click.event_time_ms)
-            clicks.append(click)
-            rows.append(vector)
-            headers.append(forward_headers(message.headers))
-        if not clicks:
-            await acker.submit(events, [])
-            continue
-        vectors = np.stack(rows)
-        scores = scorer.score(vectors)
-        slices = [c.slice for c in clicks]
-        invalid, thresholds = scorer.decide(scores, slices)
-        decided_at_ms = time.time_ns() // 1_000_000
-        verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
-        deliveries = [
-            await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
-            for verdict, hdrs in zip(verdicts, headers, strict=True)
-        ]
-        STATS.record_batch((time.perf_counter() - started) * 1e6, slices, invalid.tolist())
-        await acker.submit(events, deliveries)
+            deliveries = [
+                await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
+                for verdict, hdrs in zip(verdicts, headers, strict=True)
+            ]
+            STATS.record_batch((time.perf_counter() - started) * 1e6, slices, invalid.tolist())
+            await acker.submit(events, deliveries)
 
 
 @app.timer(interval=5.0, name="worker-stats")

@@ -4,7 +4,9 @@ The feature engine treats a state idle for more than ``IDLE_TTL_MS`` (25 h of ev
 this removes such keys from RocksDB and writes a tombstone to the changelog (compacted away later).
 It runs inside the agent, between events, because Faust sends a delete's changelog record to the
 partition of the event being processed: sweeping one partition's database while handling an event of
-that same partition puts every tombstone where its key lives. Each partition is swept at most once per
+that same partition puts every tombstone where its key lives. Faust's RocksDB store keeps the changelog offset
+it has applied in the same database (``offset_key``, written when a standby or a recovery reads the
+changelog); that record is not state and is skipped. Each partition is swept at most once per
 ``every_ms`` of event time, so the cost (one scan of that partition's keys) is amortised.
 """
 
@@ -45,7 +47,12 @@ class PartitionSweeper:
         if db is None:
             return 0
         cutoff = event_time_ms - IDLE_TTL_MS - SWEEP_MARGIN_MS
-        stale = [key for key, value in db.items() if self.state_cls.peek_last_event_ms(value) < cutoff]
+        reserved = getattr(self.table.data, "offset_key", None)  # Faust's own changelog-offset record
+        stale = [
+            key
+            for key, value in db.items()
+            if key != reserved and self.state_cls.peek_last_event_ms(value) < cutoff
+        ]
         for key in stale:
             del self.table[key]
         if stale:

@@ -13,7 +13,8 @@ import logging
 
 import faust
 
-from agents.delivery import ACKERS, InOrderAcker
+from agents.delivery import acking
+from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from app.events import Click, parse_click
 from app.exceptions import InvalidEvent
@@ -60,28 +61,29 @@ def route(raw: object, max_bytes: int) -> Click | InvalidEvent:
 async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
     """Every event ends up in exactly one place: ``clicks-by-ip`` or ``clicks-dlq``."""
     drop_monitor_sensor()
-    producer, acker = app.producer, InOrderAcker(stream)
-    ACKERS.append(acker)
-    max_bytes, out, dlq = (
-        settings.max_event_bytes,
-        clicks_by_ip_topic.get_topic_name(),
-        clicks_dlq_topic.get_topic_name(),
-    )
-    async for events in stream.noack_take(1000, within=settings.batch_max_wait_ms / 1000):
-        deliveries = []
-        for event in events:
-            message = event.message
-            outcome = route(event.value, max_bytes)
-            if isinstance(outcome, InvalidEvent):
-                headers = dlq_headers(outcome.reason, message.topic, message.partition, message.offset)
-                value = message.value if isinstance(message.value, bytes) else b""
-                deliveries.append(await producer.send(dlq, message.key, value, None, None, headers))
-                log.debug(
-                    "dlq %s/%s@%s: %s", message.topic, message.partition, message.offset, outcome.reason
+    producer = app.producer
+    async with acking(stream, "validate-clicks") as acker:
+        max_bytes, out, dlq = (
+            settings.max_event_bytes,
+            clicks_by_ip_topic.get_topic_name(),
+            clicks_dlq_topic.get_topic_name(),
+        )
+        async for events in stream.noack_take(1000, within=settings.batch_max_wait_ms / 1000):
+            events = current_events(app, events)
+            deliveries = []
+            for event in events:
+                message = event.message
+                outcome = route(event.value, max_bytes)
+                if isinstance(outcome, InvalidEvent):
+                    headers = dlq_headers(outcome.reason, message.topic, message.partition, message.offset)
+                    value = message.value if isinstance(message.value, bytes) else b""
+                    deliveries.append(await producer.send(dlq, message.key, value, None, None, headers))
+                    log.debug(
+                        "dlq %s/%s@%s: %s", message.topic, message.partition, message.offset, outcome.reason
+                    )
+                    continue
+                headers = forward_headers(message.headers)
+                deliveries.append(
+                    await producer.send(out, outcome.ip.encode(), outcome.to_json(), None, None, headers)
                 )
-                continue
-            headers = forward_headers(message.headers)
-            deliveries.append(
-                await producer.send(out, outcome.ip.encode(), outcome.to_json(), None, None, headers)
-            )
-        await acker.submit(events, deliveries)
+            await acker.submit(events, deliveries)

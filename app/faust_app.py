@@ -13,6 +13,7 @@ from __future__ import annotations
 import faust
 
 from app import topics
+from app.rebalance import install as install_commit_before_revoke
 from app.settings import Settings
 
 __all__ = [
@@ -53,13 +54,14 @@ app = faust.App(
     broker_max_poll_records=2000,
     consumer_max_fetch_size=4 * 1024 * 1024,
     stream_buffer_maxsize=16384,
-    # Not mode.CrashingSupervisor: Faust cancels and restarts agents on every rebalance, which that
-    # supervisor turns into a crash of the whole worker (found by the two-worker test). A failed
-    # delivery stops the worker through agents.delivery instead.
+    # An agent that raises, or a failed delivery, stops the whole worker (agents.delivery.acking).
     web_enabled=False,
     key_serializer="raw",
     value_serializer="raw",
 )
+
+
+install_commit_before_revoke(app)
 
 
 def drop_monitor_sensor() -> None:
