@@ -180,6 +180,9 @@ def train_cmd(
     max_rows: Annotated[
         int | None, typer.Option(min=1000, help="Sample at most this many training rows.")
     ] = None,
+    max_examples: Annotated[
+        int, typer.Option(min=1, help="Training budget: epochs are capped at this // training rows.")
+    ] = 150_000_000,
     version: Annotated[
         str | None, typer.Option(help="Version name (default mlp-NNNN, the next number).")
     ] = None,
@@ -209,6 +212,7 @@ def train_cmd(
             target_fpr=target_fpr,
             k=k,
             max_train_rows=max_rows,
+            max_examples=max_examples,
         )
     except ValueError as exc:
         raise _fail(f"bad option: {exc}") from None

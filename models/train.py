@@ -10,9 +10,10 @@ Split by time, never at random: the last ``test_days`` days of the dataset are t
 seen by training or early stopping), the ``valid_days`` before them the validation set, everything
 earlier the training set. **Early stopping**: after each epoch the weighted log loss on the validation
 days is measured; training stops after ``patience`` epochs without an improvement of at least
-``tol``, and the weights of the best epoch are kept. Reproducible: the same dataset, config and seed
-give the same model (one BLAS thread is not enforced; on this machine repeated runs gave
-bit-identical ONNX files, see ``tests/unit/test_train.py``).
+``tol``, and the weights of the best epoch are kept; at most ``max_epochs`` epochs and at most
+``max_examples`` rows seen in all (a big dataset needs fewer passes). Reproducible: the same
+dataset, config and seed give the same model (BLAS runs on ``blas_threads`` = 1 thread; repeated
+runs give byte-identical ONNX files, see ``tests/unit/test_train.py``).
 
 Thresholds: per slice, the threshold whose FPR on the validation days is at most ``target_fpr``
 (highest IVR within it; :func:`models.metrics.threshold_for_fpr`), and a default threshold from all
@@ -80,6 +81,9 @@ class TrainConfig:
     batch_size: int = 1024
     learning_rate: float = 1e-3
     max_epochs: int = 30
+    #: training budget in examples seen: epochs are also capped at max_examples // training rows
+    #: (at least 1), so a big dataset runs fewer, longer epochs (10 M rows: 15 epochs)
+    max_examples: int | None = 150_000_000
     patience: int = 3
     tol: float = 1e-4
     seed: int = 0
@@ -311,6 +315,9 @@ def _train(
         shuffle=True,
         random_state=cfg.seed,
     )
+    epoch_limit = cfg.max_epochs
+    if cfg.max_examples is not None:
+        epoch_limit = max(1, min(epoch_limit, cfg.max_examples // len(tr)))
     history: list[dict[str, float]] = []
     best: tuple[float, int, Any] | None = None
     since_best = 0
@@ -318,7 +325,7 @@ def _train(
     stage("training the MLP")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for epoch in range(1, cfg.max_epochs + 1):
+        for epoch in range(1, epoch_limit + 1):
             mlp.partial_fit(Xs_tr, y_tr, sample_weight=w_tr, classes=np.array([0, 1]))
             vloss = _log_loss(y_va, mlp.predict_proba(Xs_va)[:, 1], w_va)
             history.append(
@@ -393,6 +400,7 @@ def _train(
         "rows": {"train": len(tr), "valid": len(va), hold_name: len(te)},
         "config": {**asdict(cfg), "hidden": list(cfg.hidden)},
         "epochs": history,
+        "epoch_limit": epoch_limit,
         "best_epoch": best[1],
         "best_valid_loss": round(best[0], 6),
         "seconds": {"load": round(load_s, 2), "mlp_fit": round(fit_s, 2), "total": None},
