@@ -110,7 +110,11 @@ def status_command(
     settings = Settings.from_env()
 
     async def watch() -> object:
-        last = None
+        updates = follow_progress(settings, job_id, timeout)
+        last = await anext(updates)  # an unknown job fails here, before any bar is drawn
+        if not follow or last.finished:
+            await updates.aclose()
+            return last
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -121,7 +125,7 @@ def status_command(
             disable=as_json,
         ) as bar:
             task = bar.add_task(job_id, total=None, rate="")
-            async for p in follow_progress(settings, job_id, timeout):
+            async for p in updates:
                 last = p
                 bar.update(
                     task,
@@ -130,8 +134,6 @@ def status_command(
                     description=f"{job_id} [{p.state}]",
                     rate=f"{p.clicks_per_s:,.0f} clicks/s" if p.clicks_per_s else "",
                 )
-                if not follow:
-                    break
         return last
 
     with _user_errors():
