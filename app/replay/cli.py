@@ -189,30 +189,16 @@ def _print_summary(p: object) -> None:
         f"not clicks {c['invalid_input']:,}; outside the time range {c['outside_time']:,}; "
         f"warm-up {c['warmup']:,}"
     )
-    table = Table(
-        "slice",
-        "clicks",
-        "IVR before",
-        "IVR after",
-        "FPR before",
-        "FPR after",
-        "coverage before",
-        "coverage after",
-    )
+    table = Table("slice", "clicks", "IVR before -> after", "FPR before -> after", "coverage before -> after")
 
     def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f} %"
+        return "-" if x is None else f"{100 * x:.1f}%"
 
     for name, rows in s["slices"].items():
         before, after = rows.get("before", {}), rows.get("after", {})
         table.add_row(
             name,
             f"{int(after.get('clicks') or 0):,}",
-            pct(before.get("ivr")),
-            pct(after.get("ivr")),
-            pct(before.get("fpr")),
-            pct(after.get("fpr")),
-            pct(before.get("coverage")),
-            pct(after.get("coverage")),
+            *(f"{pct(before.get(k))} -> {pct(after.get(k))}" for k in ("ivr", "fpr", "coverage")),
         )
     console.print(table)

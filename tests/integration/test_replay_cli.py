@@ -63,7 +63,6 @@ def test_submit_follow_status_and_list(
         done = runner.invoke(cli, [*args, "--follow"])
         assert done.exit_code == 0, done.output
         assert "submitted cli-1" in done.output and "IVR" in done.output and "flipped" in done.output
-        print(done.output)
         status = runner.invoke(cli, ["replay", "status", "cli-1", "--json"])
         assert status.exit_code == 0, status.output
         doc = orjson.loads(status.output)
