@@ -466,10 +466,26 @@ def solve(problems: Sequence[SliceProblem], budget: float) -> Solution:
 
     x0 = lo.copy()  # the floors are feasible
     bounds = Bounds(lo, hi)
-    best: Any = None
-    solver = ""
+
+    def feasible_point(x: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """Clip to the bounds; pull back tiny budget overshoots (solver tolerance); None if far off."""
+        f = np.clip(np.asarray(x, dtype=np.float64), lo, hi)
+        over = float(wv @ f) - budget
+        if over > 1e-6:
+            return None
+        if over > 0:  # pull back the slices above their floor, proportionally
+            room = f - lo
+            if float(wv @ room) > 0:
+                f = f - room * min(1.0, over / float(wv @ room))
+        return f
+
+    # SLSQP is exact on this problem but sometimes ends with "positive directional derivative" at
+    # the optimum (status 8); a feasible answer counts whatever its status. trust-constr (interior
+    # point, a little inside the boundary) runs only when SLSQP did not converge, and the better
+    # feasible answer wins.
+    candidates: list[tuple[float, NDArray[np.float64], str, str]] = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy's "delta_grad == 0" chatter; the result is checked below
+        warnings.simplefilter("ignore")  # scipy's "delta_grad == 0" chatter; results are checked
         res = minimize(
             neg,
             x0,
@@ -479,9 +495,10 @@ def solve(problems: Sequence[SliceProblem], budget: float) -> Solution:
             constraints=[{"type": "ineq", "fun": lambda f: budget - wv @ f, "jac": lambda f: -wv}],
             options={"ftol": 1e-14, "maxiter": 500},
         )
-        if res.success and wv @ np.clip(res.x, lo, hi) <= budget + 1e-9:
-            best, solver = res, "SLSQP"
-        else:
+        f1 = feasible_point(res.x)
+        if f1 is not None:
+            candidates.append((-neg(f1), f1, "SLSQP", str(res.message)))
+        if not res.success or f1 is None:
             res2 = minimize(
                 neg,
                 x0,
@@ -492,13 +509,12 @@ def solve(problems: Sequence[SliceProblem], budget: float) -> Solution:
                 constraints=[LinearConstraint(wv[None, :], -np.inf, budget)],
                 options={"gtol": 1e-12, "xtol": 1e-14, "maxiter": 5000},
             )
-            best, solver = res2, "trust-constr"
-    f = np.clip(np.asarray(best.x, dtype=np.float64), lo, hi)
-    over = float(wv @ f) - budget
-    if over > 0:  # solver tolerance: pull back the slices above their floor, proportionally
-        room = f - lo
-        if room.sum() > 0:
-            f = f - room * min(1.0, over / float(wv @ room))
+            f2 = feasible_point(res2.x)
+            if f2 is not None:
+                candidates.append((-neg(f2), f2, "trust-constr", str(res2.message)))
+    if not candidates:  # cannot happen for a feasible problem; keep the floors, say so
+        candidates.append((-neg(x0), x0, "none", "both solvers failed; the coverage floors are kept"))
+    _, f, solver, solver_msg = max(candidates, key=lambda c: c[0])
     ivr, comb = _combined(problems, f)
     return Solution(
         True,
@@ -506,7 +522,7 @@ def solve(problems: Sequence[SliceProblem], budget: float) -> Solution:
         ivr,
         comb,
         floor,
-        f"optimal ({solver}: {best.message})",
+        f"optimal ({solver}: {solver_msg})",
         (),
         solver,
     )

@@ -137,7 +137,7 @@ def test_optimiser_is_optimal_on_random_quadratic_curves(raw: list[tuple[float, 
     problems = [problem(SLICES[i], *args) for i, args in enumerate(raw)]
     floor = sum(p.purchasing * p.lower for p in problems) / sum(p.purchasing for p in problems)
     sol = solve(problems, budget)
-    if floor > budget:
+    if floor > budget + 1e-12:  # the solver's own slack on "floors within budget"
         assert not sol.feasible and sol.fpr is None and sol.blocking
         assert "infeasible" in sol.message
         return
@@ -146,8 +146,8 @@ def test_optimiser_is_optimal_on_random_quadratic_curves(raw: list[tuple[float, 
     for p in problems:
         assert p.lower - 1e-12 <= sol.fpr[p.name] <= p.upper + 1e-12
     assert sol.objective == pytest.approx(kkt_optimum(problems, budget), abs=1e-6)
-    if len(problems) == 3:
-        assert abs(sol.objective - grid_optimum(problems, budget, step=1e-3)) <= 1e-3
+    if len(problems) == 3:  # never worse than any point of a (coarse) grid
+        assert sol.objective >= grid_optimum(problems, budget, step=1e-3) - 1e-9
 
 
 def test_infeasible_budget_is_reported_with_the_slice_that_cannot_meet_its_floor() -> None:
