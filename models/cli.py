@@ -248,7 +248,8 @@ def train_cmd(
         f"on {result.parity_rows:,} held-out rows"
     )
     table = Table(
-        title=f"{m['evaluated_on']} days {m['split']['test']}: one threshold each at FPR <= {cfg.target_fpr:g}"
+        title=f"{m['evaluated_on']} days {m['split']['test'][0]} to {m['split']['test'][1]} (end excluded): "
+        f"one threshold each at FPR <= {cfg.target_fpr:g}"
     )
     for col in ("model", "threshold", "IVR", "FPR", f"coverage (k={cfg.k})"):
         table.add_column(col, justify="right")

@@ -24,6 +24,7 @@ invalidated (**true human FPR**), for the MLP at its thresholds and every scorer
 
 from __future__ import annotations
 
+import calendar
 import math
 import time
 from dataclasses import dataclass
@@ -60,9 +61,11 @@ class Report:
 
 
 def _day_range(split: Any) -> tuple[int, int]:
+    """``["2026-11-07", "2026-11-09"]`` -> days since the epoch (UTC), half-open."""
     a, b = split
-    to_day = lambda s: int(time.mktime(time.strptime(s + " UTC", "%Y-%m-%d %Z")) // 86_400)  # noqa: E731
-    return to_day(a), to_day(b)
+    return calendar.timegm(time.strptime(a, "%Y-%m-%d")) // 86_400, calendar.timegm(
+        time.strptime(b, "%Y-%m-%d")
+    ) // 86_400
 
 
 def evaluate(
