@@ -24,7 +24,7 @@ from app.billing import read_book
 from app.broker.admin import ensure_topics
 from app.events import SLICES, Click, Verdict, parse_verdict
 from app.features import FEATURE_VERSION, OfflineFeatureEngine
-from app.replay.client import rerun, submit_async, wait_done
+from app.replay.client import jobs_and_progress, rerun, submit_async, wait_done
 from app.replay.exceptions import BadJob, OffsetsOutOfRange
 from app.replay.job import ReplayJob
 from app.replay.progress import Progress
@@ -360,7 +360,8 @@ def test_replay_worker_killed_mid_job_resumes_without_publishing_twice(
         first.stop(sig=signal.SIGKILL)
     finally:
         first.stop(sig=signal.SIGKILL)
-    assert midway.done_positions < len(clicks)
+    killed_at = asyncio.run(jobs_and_progress(settings))[1][job.job_id]
+    assert killed_at.state == "running" and midway.done_positions <= killed_at.done_positions < len(clicks)
 
     with replay_worker(settings, tmp_path / "replay-2.log"):
         progress = asyncio.run(wait_done(settings, job.job_id, timeout_s=180))
