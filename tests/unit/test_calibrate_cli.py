@@ -105,6 +105,9 @@ def test_infeasible_budget_is_reported_and_nothing_registered(
     assert code == 1, out
     assert "infeasible" in out and "cannot all meet their floor" in out and "nothing registered" in out
     assert not Registry(tmp_path / "models").exists("ref-cal-x")
+    report = tmp_path / "calibration" / "ref-cal-x" / "calibration.md"  # the report is still written
+    assert "INFEASIBLE" in report.read_text()
+    assert (report.parent / "slice-desktop-in.png").exists()
 
 
 @pytest.mark.parametrize(
