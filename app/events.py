@@ -168,10 +168,24 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["event_time"] = format_time(d.pop("event_time_ms"))
-        d["decided_at"] = format_time(d.pop("decided_at_ms"))
-        return d
+        # Spelled out rather than dataclasses.asdict, which deep-copies: one verdict per click.
+        return {
+            "click_id": self.click_id,
+            "decision": self.decision,
+            "score": self.score,
+            "threshold": self.threshold,
+            "slice": self.slice,
+            "model_version": self.model_version,
+            "revision": self.revision,
+            "source": self.source,
+            "feature_version": self.feature_version,
+            "features": self.features,
+            "job_id": self.job_id,
+            "category": self.category,
+            "reasons": self.reasons,
+            "event_time": format_time(self.event_time_ms),
+            "decided_at": format_time(self.decided_at_ms),
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_wire())
