@@ -180,7 +180,28 @@ def _truth(
         r["human FPR"] = round(float(inv[human].mean()), 6) if human.any() else math.nan
         rows[name] = r
     counts = {f: int((fam == f).sum()) for f in [HUMAN, *fams]}
-    return {"available": True, "clicks": counts, "recall": rows}
+    # Where in the week the model errs: a share averaged over the whole test can hide hours where
+    # humans are few (nights) and days of the week the training days did not include.
+    hour = d.cols["hour"].astype(np.int64)
+    day = (d.cols["event_time_ms"] // 86_400_000).astype(np.int64)
+    by_hour = {
+        str(h): round(float(inv_model[human & (hour == h)].mean()), 6)
+        for h in range(24)
+        if (human & (hour == h)).any()
+    }
+    by_day = {
+        time.strftime("%Y-%m-%d %a", time.gmtime(int(x) * 86_400)): round(
+            float(inv_model[human & (day == x)].mean()), 6
+        )
+        for x in sorted(set(day[human].tolist()))
+    }
+    return {
+        "available": True,
+        "clicks": counts,
+        "recall": rows,
+        "human_fpr_by_hour": by_hour,
+        "human_fpr_by_day": by_day,
+    }
 
 
 def _plots(
@@ -296,6 +317,12 @@ def _markdown(doc: dict[str, Any]) -> str:
         L.append(
             "\nClicks per family: " + ", ".join(f"{f} {n:,}" for f, n in truth["clicks"].items()) + ".\n"
         )
+        L.append("True human FPR of the model at its thresholds, by UTC hour and by day:\n")
+        hours = truth["human_fpr_by_hour"]
+        L.append("| hour | " + " | ".join(str(h) for h in hours) + " |")
+        L.append("| --- | " + " | ".join("---:" for _ in hours) + " |")
+        L.append("| human FPR | " + " | ".join(f"{100 * v:.1f}" for v in hours.values()) + " |")
+        L.append("\n" + ", ".join(f"{k}: {_pct(v)}" for k, v in truth["human_fpr_by_day"].items()) + ".\n")
     L.append("\n## IVR-FPR and coverage-FPR curves\n")
     for s, f in doc["plots"].items():
         L.append(f"### {s}\n\n![{s}]({f})\n")
