@@ -49,7 +49,7 @@ class DemoOptions:
     #: Small in users (about 0.65 M clicks) but 10 days long: after a day of counter warm-up the
     #: 7 training days cover every weekday, then one validation and one test day. A model that never
     #: saw a weekday extrapolates its day-of-week features there: one trained on Tuesday-Thursday
-    #: invalidated 99.8 % of logged-in clicks live on a Monday night (see docs/training.md).
+    #: invalidated 98.2 % of logged-in clicks live on a Monday night (see docs/training.md).
     history_days: int = 10
     history_users: int = 5000
     #: Print the per-slice table every this many summary lines.
