@@ -128,7 +128,7 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     async with acking(stream, "score-clicks") as acker:
         async for events in stream.noack_take(settings.batch_max_events, within=max_wait_s):
             events = current_events(app, events)
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             clicks, rows, headers = update_states(events)
             if not clicks:
                 await acker.submit(events, [])
@@ -145,7 +145,12 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
                 await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
                 for verdict, hdrs in zip(verdicts, headers, strict=True)
             ]
-            STATS.record_batch((time.perf_counter() - started) * 1e6, slices, invalid.tolist())
+            STATS.record_batch(
+                (time.perf_counter() - started) * 1e6,
+                (time.thread_time() - started_cpu) * 1e6,
+                slices,
+                invalid.tolist(),
+            )
             await acker.submit(events, deliveries)
 
 

@@ -60,7 +60,7 @@ class Settings:
     #: IVT_ONNX_PROVIDER: ``auto`` (CUDA when it really runs, else CPU), ``cpu`` or ``cuda``. Default ``auto``.
     onnx_provider: str = "auto"
     #: IVT_BATCH_MAX_EVENTS: largest scoring micro-batch, in clicks. Default 256.
-    batch_max_events: int = 256
+    batch_max_events: int = 32
     #: IVT_BATCH_MAX_WAIT_MS: longest a click waits for its micro-batch to fill, in ms. Default 5.
     batch_max_wait_ms: float = 5.0
     #: IVT_ROCKSDB_BLOCK_CACHE_MB: RocksDB block cache per table partition, MiB (Faust's default is

@@ -9,8 +9,9 @@ Phases, all in one run on one local broker:
 3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate; latency of
    each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
    slow producer cannot hide queueing), in an HDR histogram.
-4. **In-process cost**: the worker's own histogram of "batch formed -> verdicts handed to the
-   producer", and its peak RSS, from its stats file.
+4. **In-process cost**: the worker's own histograms of "batch formed -> verdicts handed to the
+   producer", in wall time and in CPU time of its event-loop thread (the difference is time the
+   process waited for a core), and its peak RSS, from its stats file.
 
 Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30]``
 (CI runs a short form: ``--backlog 20000 --latency-seconds 10``).
@@ -204,6 +205,7 @@ def main() -> None:
             snapshots2 = read_snapshots(stats_dir(settings2.data_dir))
             worker.stop()
         cost = snapshots2[0]["batch_cost_us"] if snapshots2 else {}
+        cpu = snapshots2[0].get("batch_cpu_us", {}) if snapshots2 else {}
         rss = max([s["peak_rss_mib"] for s in snapshots2] + [throughput_rss])
         provider = snapshots2[0]["provider"] if snapshots2 else "?"
 
@@ -223,6 +225,10 @@ def main() -> None:
             (
                 "in-process batch cost p50 / p99 / p99.9",
                 f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us",
+            ),
+            (
+                "the same in CPU time of the worker thread",
+                f"{cpu.get('p50', 0):,} / {cpu.get('p99', 0):,} / {cpu.get('p99.9', 0):,} us",
             ),
             ("mean batch size at half rate", f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}"),
             ("worker peak RSS", f"{rss:,.0f} MiB"),
