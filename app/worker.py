@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from app.child_process import ChildProcess
 from app.settings import Settings
 
 __all__ = ["LIVE_STAGES", "run_worker", "WorkerProcess", "READY_MARK"]
@@ -49,8 +45,8 @@ def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None
     Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
 
 
-class WorkerProcess:
-    """A ``ivt worker`` child process in its own process group, logging to a file."""
+class WorkerProcess(ChildProcess):
+    """An ``ivt worker`` child process (see :class:`~app.child_process.ChildProcess`)."""
 
     def __init__(
         self,
@@ -59,53 +55,5 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
         stages: list[str] | None = None,
     ) -> None:
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings.to_env(), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "worker",
-                "--log-level",
-                "info",
-                *(["--stages", ",".join(stages)] if stages else []),
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until Faust says Ready; fail with the log tail if it dies or takes too long."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if READY_MARK in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        """Signal the whole process group; escalate to SIGKILL after ``timeout`` seconds."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
+        args = ["worker", "--log-level", "info", *(["--stages", ",".join(stages)] if stages else [])]
+        super().__init__("worker", args, READY_MARK, settings, log_path, extra_env)

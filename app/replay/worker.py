@@ -15,14 +15,12 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app import topics
+from app.child_process import ChildProcess
 from app.replay.exceptions import ReplayError
 from app.replay.job import ReplayJob
 from app.replay.progress import Progress
@@ -164,49 +162,8 @@ def run_replay_worker(settings: Settings | None = None, log_level: str | None = 
     asyncio.run(main())
 
 
-class ReplayWorkerProcess:
-    """An ``ivt replay-worker`` child process in its own process group, logging to a file."""
+class ReplayWorkerProcess(ChildProcess):
+    """An ``ivt replay-worker`` child process (see :class:`~app.child_process.ChildProcess`)."""
 
     def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **settings.to_env(), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
-        self._log = log_path.open("ab")
-        self._start_size = log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "replay-worker"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"replay worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with self.log_path.open("rb") as f:
-                f.seek(self._start_size)
-                if READY_MARK.encode() in f.read():
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"replay worker not ready after {timeout}s:\n{self.log_tail()}")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__("replay worker", ["replay-worker"], READY_MARK, settings, log_path, extra_env)

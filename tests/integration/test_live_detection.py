@@ -43,13 +43,18 @@ async def _publish(settings: Settings, clicks: list[Click], pause_s: float = 0.0
         await producer.stop()
 
 
-async def _verdicts(settings: Settings, wanted: set[str], timeout: float = 90) -> dict[str, Verdict]:
-    consumer = AIOKafkaConsumer(
+def _verdict_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of the verdicts topic from its start, outside any group."""
+    return AIOKafkaConsumer(
         settings.topic(topics.VERDICTS),
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
+
+
+async def _verdicts(settings: Settings, wanted: set[str], timeout: float = 90) -> dict[str, Verdict]:
+    consumer = _verdict_reader(settings)
     await consumer.start()
     found: dict[str, Verdict] = {}
     try:
@@ -69,12 +74,7 @@ async def _verdicts(settings: Settings, wanted: set[str], timeout: float = 90) -
 
 async def _verdict_log(settings: Settings) -> list[tuple[int, int, Verdict]]:
     """Every record on the verdicts topic so far, as (partition, offset, verdict)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(topics.VERDICTS),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _verdict_reader(settings)
     await consumer.start()
     out = []
     try:
