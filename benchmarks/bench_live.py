@@ -6,14 +6,15 @@ Phases, all in one run on one local broker:
    the most any Python consumer-producer pair could do here.
 2. **Sustained throughput**: a backlog of simulated clicks is published first, then one worker
    (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from first to last verdict.
-3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate; latency of
+3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate (or
+   ``--latency-rate``); latency of
    each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
    slow producer cannot hide queueing), in an HDR histogram.
 4. **In-process cost**: the worker's own histograms of "batch formed -> verdicts handed to the
    producer", in wall time and in CPU time of its event-loop thread (the difference is time the
    process waited for a core), and its peak RSS, from its stats file.
 
-Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30]``
+Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]``
 (CI runs a short form: ``--backlog 20000 --latency-seconds 10``).
 """
 
@@ -156,6 +157,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlog", type=int, default=100_000, help="clicks for the throughput phase")
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="length of the latency phase")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="clicks/s of the latency phase (default: half the sustained rate)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ivt-bench-"))
@@ -197,7 +204,7 @@ def main() -> None:
         )
         ensure_topics(settings2)
         worker = _worker(settings2, "latency", work)
-        half = max(1.0, round(sustained / 2))
+        half = args.latency_rate or max(1.0, round(sustained / 2))
         try:
             hist, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
             time.sleep(6)  # one more stats snapshot
