@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import topics
-from app.events import Click, format_time, parse_click
+from app.events import Click, format_time, parse_click, parse_time
 from app.exceptions import InvalidEvent
 from app.replay.decide import Prior
 from app.replay.exceptions import BadJob, OffsetsOutOfRange
@@ -307,18 +307,19 @@ async def index_verdicts(
 
 async def purchased(
     consumer: AIOKafkaConsumer, settings: Settings, wanted: Callable[[str], bool], since_ts: int
-) -> set[str]:
-    """Wanted clicks that a purchase on ``purchases`` (keyed by click id) names, up to now."""
+) -> dict[str, int]:
+    """Wanted clicks that a purchase on ``purchases`` (keyed by click id) names, up to now, with the
+    event time of the earliest such purchase (the attribution window is applied by the caller)."""
     topic = settings.topic(topics.PURCHASES)
-    out: set[str] = set()
+    out: dict[str, int] = {}
     async for _, records in read_ranges(consumer, topic, await _since(consumer, topic, since_ts)):
         for r in records:
-            click_id = r.key.decode("utf-8", "replace") if r.key is not None else None
-            if click_id is None:
-                try:
-                    click_id = str(orjson.loads(r.value).get("click_id"))
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue
-            if wanted(click_id):
-                out.add(click_id)
+            try:
+                doc = orjson.loads(r.value)
+                click_id = r.key.decode("utf-8", "replace") if r.key is not None else str(doc.get("click_id"))
+                t = parse_time(doc.get("event_time"))
+            except (orjson.JSONDecodeError, AttributeError, InvalidEvent):
+                continue
+            if wanted(click_id) and t < out.get(click_id, t + 1):
+                out[click_id] = t
     return out

@@ -6,7 +6,8 @@ Phases (each visible in the job's progress):
    stored in the first checkpoint so a resumed run reads exactly the same clicks.
 2. **indexing**: the range is read once for its click ids (and per session-hour counts for robotic
    coverage); then ``verdicts`` (latest verdict per click, and what this job has already published)
-   and ``purchases`` (for FPR) are read from just before the range's first record to their end.
+   and ``purchases`` (for FPR: purchasing = named by a purchase within the weak label's attribution
+   window, ``models.labels``) are read from just before the range's first record to their end.
 3. **running**: clicks are decided in chunks of ``IVT_REPLAY_CHUNK_CLICKS``. Rescore reads the range
    from the checkpoint on and scores each click's logged features; recompute reads every partition
    from the look-back start, merged by event time, through a fresh :class:`OfflineFeatureEngine` of
@@ -50,6 +51,7 @@ from app.replay.reader import (
 )
 from app.settings import Settings
 from models.exceptions import ModelError
+from models.labels import DEFAULT_ATTRIBUTION_WINDOW_MS
 from models.metrics import DEFAULT_K
 from models.registry import Registry
 from models.scorer import Scorer
@@ -281,7 +283,11 @@ class JobRunner:
 
     def _count(self, click: Any, prior: Prior | None, bad: bool) -> None:
         p, c = self.progress, self.progress.counters
-        purchasing = click.click_id in self.purchasing
+        bought_ms = self.purchasing.get(click.click_id)
+        # The weak label's rule (models.labels): a purchase within the attribution window.
+        purchasing = (
+            bought_ms is not None and 0 <= bought_ms - click.event_time_ms <= DEFAULT_ATTRIBUTION_WINDOW_MS
+        )
         robotic = self.session_hours[(click.session_id, click.event_time_ms // _HOUR_MS)] > DEFAULT_K
         if prior is None:
             c["first_decision"] += 1

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from app import topics
 from app.billing import read_book
 from app.broker.admin import ensure_topics
-from app.events import SLICES, Click, Verdict, parse_verdict
+from app.events import SLICES, Click, Purchase, Verdict, parse_verdict
 from app.features import FEATURE_VERSION, OfflineFeatureEngine
 from app.replay.client import jobs_and_progress, rerun, submit_async, wait_done
 from app.replay.exceptions import BadJob, OffsetsOutOfRange
@@ -84,6 +84,18 @@ async def _publish(settings: Settings, clicks: list[Click]) -> None:
         for c in clicks:  # in order: each partition holds its clicks in event-time order
             await producer.send_and_wait(
                 settings.topic(topics.CLICKS), c.to_json(), key=c.ip.encode(), timestamp_ms=c.event_time_ms
+            )
+    finally:
+        await producer.stop()
+
+
+async def _publish_purchases(settings: Settings, purchases: list[Purchase]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for p in purchases:
+            await producer.send_and_wait(
+                settings.topic(topics.PURCHASES), p.to_json(), key=p.click_id.encode()
             )
     finally:
         await producer.stop()
@@ -196,9 +208,24 @@ def test_rescore_publishes_exactly_the_corrections_and_billing_matches_a_clean_g
     wrong = {cid for cid in ids if live[cid].decision != good[cid].decision}
     assert len(wrong) > 20 and {live[c].decision for c in wrong} == {"valid", "invalid"}  # flips both ways
 
+    # One purchase inside the 24 h attribution window, one a day and a half late: only the first
+    # makes its click a purchasing one in the job's FPR (the weak label's rule).
+    hour = 3_600_000
+    bought, late = clicks[0], clicks[1]
+    asyncio.run(
+        _publish_purchases(
+            kafka_settings,
+            [
+                Purchase("p-1", bought.click_id, None, bought.event_time_ms + hour, 10.0),
+                Purchase("p-2", late.click_id, None, late.event_time_ms + 36 * hour, 10.0),
+            ],
+        )
+    )
+
     offsets = {p: (0, end) for p, end in _clicks_end(kafka_settings).items() if end}
     with replay_worker(kafka_settings, tmp_path / "replay.log"):
         progress = _run(kafka_settings, _job("fix-1", "rescore", offsets=offsets))
+        assert sum(row[2] for row in progress.rates["after"].values()) == 1  # purchasing clicks
         after = asyncio.run(_all_verdicts(kafka_settings))
         replayed = [v for v in after if v.source == "replay"]
         # Exactly the corrected decisions, each once, above the live revision, with the logged features.
