@@ -7,8 +7,7 @@ not as a traceback.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import typer
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from app.broker.admin import ensure_topics, list_topics
 from app.broker.local import LocalBroker
+from app.cli_errors import user_errors
 from app.exceptions import IvtError
 from app.settings import Settings
 from app.topics import topic_specs
@@ -28,13 +28,8 @@ topics_cli = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console(highlight=False)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except IvtError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+def _user_errors() -> AbstractContextManager[None]:
+    return user_errors(console)
 
 
 @broker_cli.command("start")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import orjson
 import typer
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.exceptions import IvtError
+from app.cli_errors import user_errors
 
 __all__ = ["replay_cli", "replay_worker_command"]
 
@@ -25,13 +24,8 @@ replay_cli = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console(highlight=False)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except IvtError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+def _user_errors() -> AbstractContextManager[None]:
+    return user_errors(console)
 
 
 def replay_worker_command(
