@@ -109,42 +109,59 @@ async def raw_passthrough(settings: Settings, n: int) -> float:
         await producer.stop()
 
 
-async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[HdrHistogram, int]:
-    """Open-loop load at ``rate``; event-to-verdict latency from the intended send time, in us."""
-    hist = HdrHistogram(1, 600_000_000, 3)
-    consumer = AIOKafkaConsumer(
-        settings.topic(topics.VERDICTS),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="latest",
-    )
-    await consumer.start()
-    await consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
-    expected = int(rate * seconds)
-    stop = asyncio.Event()
+class VerdictLatency:
+    """Reads ``verdicts`` from its end while load runs; records read time - intended send time
+    (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram."""
 
-    async def read() -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+    def __init__(self, settings: Settings) -> None:
+        self.hist = HdrHistogram(1, 600_000_000, 3)
+        self._consumer = AIOKafkaConsumer(
+            settings.topic(topics.VERDICTS),
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="latest",
+        )
+        self._stop = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> VerdictLatency:
+        await self._consumer.start()
+        await self._consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=20_000)
             now_ns = time.time_ns()
             for msgs in batch.values():
                 for m in msgs:
                     intended = dict(m.headers).get(INTENDED_HEADER)
                     if intended is not None:
-                        hist.record_value(max(1, (now_ns - int(intended)) // 1000))
+                        self.hist.record_value(max(1, (now_ns - int(intended)) // 1000))
 
-    reader = asyncio.create_task(read())
-    report = await publish_live(
-        settings,
-        LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7),
-        console=Console(quiet=True),
-    )
-    deadline = time.monotonic() + 60
-    while hist.get_total_count() < report.acked and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    stop.set()
-    await reader
-    await consumer.stop()
-    return hist, expected
+    async def wait_for(self, n: int, timeout: float = 60) -> None:
+        """Until ``n`` verdicts are recorded or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while self.hist.get_total_count() < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            await self._reader
+        await self._consumer.stop()
+
+
+async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[HdrHistogram, int]:
+    """Open-loop load at ``rate``; event-to-verdict latency from the intended send time, in us."""
+    async with VerdictLatency(settings) as latency:
+        report = await publish_live(
+            settings,
+            LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7),
+            console=Console(quiet=True),
+        )
+        await latency.wait_for(report.acked)
+    return latency.hist, int(rate * seconds)
 
 
 def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:

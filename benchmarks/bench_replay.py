@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from bench_live import _count_until, _worker  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
+from bench_live import VerdictLatency, _count_until, _worker  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
 from app import topics  # noqa: E402
@@ -90,45 +90,24 @@ async def light_load(settings: Settings, rate: float, seconds: float) -> tuple[H
             "adv",
         )
         values.append((c.ip.encode(), c.to_json()))
-    hist = HdrHistogram(1, 600_000_000, 3)
-    consumer = AIOKafkaConsumer(
-        settings.topic(topics.VERDICTS),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="latest",
-    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=0, acks=1)
-    await consumer.start()
     await producer.start()
-    await consumer.getmany(timeout_ms=1000)  # at the end of the topic before the load starts
-    stop = asyncio.Event()
-
-    async def read() -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
-            now_ns = time.time_ns()
-            for msgs in batch.values():
-                for m in msgs:
-                    intended = dict(m.headers).get(INTENDED_HEADER)
-                    if intended is not None:
-                        hist.record_value(max(1, (now_ns - int(intended)) // 1000))
-
-    reader = asyncio.create_task(read())
-    start_ns = time.time_ns()
-    topic = settings.topic(topics.CLICKS)
-    for k, (key, value) in enumerate(values):
-        intended = start_ns + int(k * 1e9 / rate)
-        delay = (intended - time.time_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await producer.send(topic, value, key=key, headers=[(INTENDED_HEADER, str(intended).encode())])
-    deadline = time.monotonic() + 60
-    while hist.get_total_count() < n and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    stop.set()
-    await reader
-    await producer.stop()
-    await consumer.stop()
-    return hist, n
+    try:
+        async with VerdictLatency(settings) as latency:
+            start_ns = time.time_ns()
+            topic = settings.topic(topics.CLICKS)
+            for k, (key, value) in enumerate(values):
+                intended = start_ns + int(k * 1e9 / rate)
+                delay = (intended - time.time_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await producer.send(
+                    topic, value, key=key, headers=[(INTENDED_HEADER, str(intended).encode())]
+                )
+            await latency.wait_for(n)
+    finally:
+        await producer.stop()
+    return latency.hist, n
 
 
 def _job(job_id: str, mode: str, publish: str, offsets: dict[int, tuple[int, int]]) -> ReplayJob:
