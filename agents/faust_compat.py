@@ -1,10 +1,7 @@
-"""The one place that reaches into Faust internals, and why.
+"""Faust's rebalance checks, applied to the events of a ``take`` batch.
 
-Faust decides which RocksDB partition database a table write goes to, and which changelog partition
-records it, from the *current event* (a context variable the stream sets while iterating). With
-``stream.take_events()`` the current event is the last one of the batch, while the batch mixes events
-of several partitions; writing state for an earlier event would land in the wrong partition. So the
-scoring stage makes each event current before touching the tables for it.
+(The stages' table writes go through :mod:`agents.table_writes`, which names the partition
+explicitly, so Faust's "current event" does not matter to them.)
 
 Faust drops a message when it enters a stream during a rebalance (flow control suspended) or when
 it was fetched before one (its ``generation_id`` is older than the consumer's), but not once it sits
@@ -16,20 +13,12 @@ the consumer re-reads from that commit: a duplicate output, and a click counted 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from faust.streams import _current_event
-
-__all__ = ["make_current", "current_events"]
+__all__ = ["current_events"]
 
 log = logging.getLogger(__name__)
-
-
-def make_current(event: Any) -> None:
-    """Make ``event`` Faust's current event for the table reads and writes that follow."""
-    _current_event.set(weakref.ref(event))
 
 
 def current_events(app: Any, events: Sequence[Any]) -> Sequence[Any]:

@@ -2,6 +2,10 @@
 RocksDB table, and forwards each click with its IP features to ``clicks-by-entity``, keyed by user
 (or session) for the next stage.
 
+With ``IVT_CLICKS_KEYED_BY_IP=true`` it consumes ``clicks`` directly and is also the validation stage
+(same checks, same DLQ records, :mod:`app.validation`; a click keyed by anything but its IP is
+rejected, since its IP's state may live on another partition).
+
 The state and the features come from :func:`app.features.ip_stage`, the same function offline
 dataset building and replay run, so live and offline features are identical for the same clicks in
 the same order. One table write per click (one changelog record), whatever the number of windows.
@@ -14,49 +18,67 @@ import logging
 import faust
 
 from agents.delivery import acking
-from agents.faust_compat import current_events, make_current
+from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
-from app.events import encode_ip_enriched, parse_click
+from agents.table_writes import TableWriter
+from app.events import encode_ip_enriched
 from app.exceptions import InvalidEvent
-from app.faust_app import app, clicks_by_entity_topic, clicks_by_ip_topic, settings, state_table
+from app.faust_app import (
+    app,
+    clicks_by_entity_topic,
+    clicks_by_ip_topic,
+    clicks_dlq_topic,
+    clicks_topic,
+    drop_monitor_sensor,
+    settings,
+    state_table,
+)
 from app.features import IpState, ip_stage
 from app.metrics import STATS
+from app.validation import dlq_record, route, route_keyed
 
 __all__ = ["ip_counters", "ip_states"]
 
 log = logging.getLogger(__name__)
 
 ip_states = state_table("ip-state", "IpState bytes per client IP (app.features.state)")
-sweeper = PartitionSweeper(ip_states, IpState, every_ms=int(settings.state_sweep_s * 1000))
+ip_writer = TableWriter(ip_states)
+sweeper = PartitionSweeper(ip_writer, IpState, every_ms=int(settings.state_sweep_s * 1000))
 
 
-@app.agent(clicks_by_ip_topic, name="ip-counters")
+KEYED_BY_IP = settings.clicks_keyed_by_ip
+
+
+@app.agent(clicks_topic if KEYED_BY_IP else clicks_by_ip_topic, name="ip-counters")
 async def ip_counters(stream: faust.StreamT[bytes]) -> None:
-    producer = app.producer
+    drop_monitor_sensor()
+    producer, max_bytes = app.producer, settings.max_event_bytes
     async with acking(stream, "ip-counters") as acker:
-        out = clicks_by_entity_topic.get_topic_name()
+        out, dlq = clicks_by_entity_topic.get_topic_name(), clicks_dlq_topic.get_topic_name()
         async for events in stream.noack_take(1000, within=settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
-            deliveries = []
+            deliveries, forwarded = [], 0
             for event in events:
                 message = event.message
-                try:
-                    click = parse_click(event.value, settings.max_event_bytes)
-                except InvalidEvent as exc:  # only our validation stage writes here; say so loudly, go on
-                    log.error(
-                        "undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason
-                    )
+                if KEYED_BY_IP:
+                    click = route_keyed(event.value, message.key, max_bytes)
+                else:  # only the validation stage writes here: a bad record is a bug, keep it anyway
+                    click = route(event.value, max_bytes)
+                if isinstance(click, InvalidEvent):
+                    key, value, headers = dlq_record(message, click.reason)
+                    deliveries.append(await producer.send(dlq, key, value, None, None, headers))
                     continue
-                make_current(event)  # table partition = this event's partition (see agents.faust_compat)
-                key = click.ip.encode()
-                state, features = ip_stage(click, ip_states.get(key))
-                ip_states[key] = state.to_bytes()
-                sweeper.maybe_sweep(message.partition, click.event_time_ms)
+                partition, key = message.partition, click.ip.encode()
+                state, features = ip_stage(click, ip_writer.get(partition, key))
+                ip_writer.put(partition, key, state.to_bytes())
+                sweeper.maybe_sweep(partition, click.event_time_ms)
                 value = encode_ip_enriched(click, features)
                 headers = forward_headers(message.headers)
                 deliveries.append(
                     await producer.send(out, click.entity_key.encode(), value, None, None, headers)
                 )
-            STATS.ip_stage_clicks += len(deliveries)
+                forwarded += 1
+            STATS.ip_stage_clicks += forwarded
+            deliveries += await ip_writer.flush(producer)
             await acker.submit(events, deliveries)

@@ -17,9 +17,10 @@ import faust
 import numpy as np
 
 from agents.delivery import acking
-from agents.faust_compat import current_events, make_current
+from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
+from agents.table_writes import TableWriter
 from app.events import Verdict, decode_ip_enriched
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
@@ -34,9 +35,10 @@ log = logging.getLogger(__name__)
 
 user_states = state_table("user-state", "UserState bytes per Click.entity_key (user, else session)")
 session_states = state_table("session-state", "SessionState bytes per session id")
+user_writer, session_writer = TableWriter(user_states), TableWriter(session_states)
 _every_ms = int(settings.state_sweep_s * 1000)
-user_sweeper = PartitionSweeper(user_states, UserState, _every_ms)
-session_sweeper = PartitionSweeper(session_states, SessionState, _every_ms)
+user_sweeper = PartitionSweeper(user_writer, UserState, _every_ms)
+session_sweeper = PartitionSweeper(session_writer, SessionState, _every_ms)
 
 
 def load_scorer() -> Scorer:
@@ -102,22 +104,27 @@ def update_states(events: list) -> tuple[list, list[np.ndarray], list]:
         except InvalidEvent as exc:
             log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
             continue
-        make_current(event)  # table partition = this event's partition (see agents.faust_compat)
+        partition = message.partition
         user_key, session_key = click.entity_key.encode(), click.session_id.encode()
         user, session, vector = entity_stage(
             click,
-            user_states.get(user_key),
-            session_states.get(session_key),
+            user_writer.get(partition, user_key),
+            session_writer.get(partition, session_key),
             np.asarray(ip_features, dtype=np.float32),
         )
-        user_states[user_key] = user.to_bytes()
-        session_states[session_key] = session.to_bytes()
-        user_sweeper.maybe_sweep(message.partition, click.event_time_ms)
-        session_sweeper.maybe_sweep(message.partition, click.event_time_ms)
+        user_writer.put(partition, user_key, user.to_bytes())
+        session_writer.put(partition, session_key, session.to_bytes())
+        user_sweeper.maybe_sweep(partition, click.event_time_ms)
+        session_sweeper.maybe_sweep(partition, click.event_time_ms)
         clicks.append(click)
         rows.append(vector)
         headers.append(forward_headers(message.headers))
     return clicks, rows, headers
+
+
+async def _flush_state(producer: object) -> list:
+    """This batch's user and session changelog records, sent; their delivery futures."""
+    return await user_writer.flush(producer) + await session_writer.flush(producer)
 
 
 @app.agent(clicks_by_entity_topic, name="score-clicks")
@@ -131,7 +138,7 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
             started, started_cpu = time.perf_counter(), time.thread_time()
             clicks, rows, headers = update_states(events)
             if not clicks:
-                await acker.submit(events, [])
+                await acker.submit(events, await _flush_state(producer))
                 continue
             vectors = np.stack(rows)
             scores = scorer.score(vectors)
@@ -145,6 +152,7 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
                 await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
                 for verdict, hdrs in zip(verdicts, headers, strict=True)
             ]
+            deliveries += await _flush_state(producer)
             STATS.record_batch(
                 (time.perf_counter() - started) * 1e6,
                 (time.thread_time() - started_cpu) * 1e6,

@@ -2,19 +2,19 @@
 
 The feature engine treats a state idle for more than ``IDLE_TTL_MS`` (25 h of event time) as absent;
 this removes such keys from RocksDB and writes a tombstone to the changelog (compacted away later).
-It runs inside the agent, between events, because Faust sends a delete's changelog record to the
-partition of the event being processed: sweeping one partition's database while handling an event of
-that same partition puts every tombstone where its key lives. Faust's RocksDB store keeps the changelog offset
-it has applied in the same database (``offset_key``, written when a standby or a recovery reads the
-changelog); that record is not state and is skipped. Each partition is swept at most once per
+It runs inside the agent, between events, through the stage's :class:`agents.table_writes.TableWriter`,
+so each tombstone goes to the changelog partition of the database it was swept from and in order with
+the stage's own writes. Faust's RocksDB store keeps the changelog offset it has applied in the same
+database (``offset_key``); that record is not state and is skipped. Each partition is swept at most once per
 ``every_ms`` of event time, so the cost (one scan of that partition's keys) is amortised.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
+from agents.table_writes import TableWriter
 from app.features.state import IDLE_TTL_MS
 
 __all__ = ["PartitionSweeper", "SWEEP_MARGIN_MS"]
@@ -31,8 +31,8 @@ class _PeeksTime(Protocol):
 
 
 class PartitionSweeper:
-    def __init__(self, table: Any, state_cls: type[_PeeksTime], every_ms: int) -> None:
-        self.table = table
+    def __init__(self, writer: TableWriter, state_cls: type[_PeeksTime], every_ms: int) -> None:
+        self.writer = writer
         self.state_cls = state_cls
         self.every_ms = every_ms
         self._last: dict[int, int] = {}
@@ -43,25 +43,15 @@ class PartitionSweeper:
         if event_time_ms - last < self.every_ms:
             return 0
         self._last[partition] = event_time_ms
-        db = _partition_db(self.table, partition)
-        if db is None:
-            return 0
         cutoff = event_time_ms - IDLE_TTL_MS - SWEEP_MARGIN_MS
-        reserved = getattr(self.table.data, "offset_key", None)  # Faust's own changelog-offset record
+        reserved = self.writer.offset_key  # Faust's own changelog-offset record
         stale = [
             key
-            for key, value in db.items()
+            for key, value in self.writer.items(partition)
             if key != reserved and self.state_cls.peek_last_event_ms(value) < cutoff
         ]
         for key in stale:
-            del self.table[key]
+            self.writer.delete(partition, key)
         if stale:
-            log.info("%s[%d]: removed %d keys idle past the TTL", self.table.name, partition, len(stale))
+            log.info("%s[%d]: removed %d keys idle past the TTL", self.writer.name, partition, len(stale))
         return len(stale)
-
-
-def _partition_db(table: Any, partition: int) -> Any | None:
-    """The RocksDB database of one partition of a Faust table (None for a non-RocksDB store)."""
-    store = table.data
-    getter = getattr(store, "_db_for_partition", None)
-    return getter(partition) if getter is not None else None

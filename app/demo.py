@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ from app.worker import WorkerProcess
 
 __all__ = ["DemoOptions", "LiveRates", "ensure_trained_model", "run_demo"]
 
-_WATCHED = (topics.CLICKS, topics.CLICKS_BY_IP, topics.CLICKS_DLQ, topics.VERDICTS)
+_WATCHED = (topics.CLICKS, topics.CLICKS_BY_ENTITY, topics.CLICKS_DLQ, topics.VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ async def _watch(
             done = now[topics.VERDICTS] + now[topics.CLICKS_DLQ]
             console.print(
                 f"{t_now - t0:6.0f} s {(now[topics.CLICKS] - previous[topics.CLICKS]) / dt:12,.0f} "
-                f"{(now[topics.CLICKS_BY_IP] - previous[topics.CLICKS_BY_IP]) / dt:12,.0f} "
+                f"{(now[topics.CLICKS_BY_ENTITY] - previous[topics.CLICKS_BY_ENTITY]) / dt:12,.0f} "
                 f"{(now[topics.VERDICTS] - previous[topics.VERDICTS]) / dt:11,.0f} "
                 f"{now[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]:10,} "
                 f"{now[topics.CLICKS] - done:8,}  {'up' if worker.alive else 'DOWN':<6} "
@@ -332,7 +332,7 @@ async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
         while True:
             now = await _end_offsets(consumer, tps, settings)
             if (
-                now[topics.CLICKS_BY_IP] + now[topics.CLICKS_DLQ] >= now[topics.CLICKS]
+                now[topics.CLICKS_BY_ENTITY] + now[topics.CLICKS_DLQ] >= now[topics.CLICKS]
                 or time.monotonic() > deadline
             ):
                 return now
@@ -360,7 +360,7 @@ async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, 
     await follower
     console.rule("summary")
     report.print(console)
-    validated = final[topics.CLICKS_BY_IP] - base[topics.CLICKS_BY_IP]
+    validated = final[topics.CLICKS_BY_ENTITY] - base[topics.CLICKS_BY_ENTITY]
     verdicts = final[topics.VERDICTS] - base[topics.VERDICTS]
     dlq = final[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]
     console.print(
@@ -392,7 +392,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
         report = ensure_topics(settings)
         console.print(f"topics: {len(report.created)} created, {len(report.present)} already there")
         ensure_trained_model(settings, options, console)
-        worker = WorkerProcess(settings, settings.data_dir / "worker.log")
+        # The simulator keys clicks by IP, so the worker validates inside its IP stage (one hop less).
+        worker_settings = replace(settings, clicks_keyed_by_ip=True)
+        worker = WorkerProcess(worker_settings, settings.data_dir / "worker.log")
         try:
             worker.wait_ready(timeout=120)
             console.print(f"worker ready (pid {worker.proc.pid}, log {worker.log_path})")

@@ -22,15 +22,18 @@ import logging
 from collections.abc import Set
 from typing import Any
 
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
+
+from app.fast_drain import FastDrainConsumer
 
 __all__ = ["CommitBeforeRevokeConsumer", "install"]
 
 log = logging.getLogger(__name__)
 
 
-class CommitBeforeRevokeConsumer(AIOKafkaConsumer):
+class CommitBeforeRevokeConsumer(FastDrainConsumer):
+    """The worker's consumer: this handover, on top of the faster drain loop (app.fast_drain)."""
+
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         app = self.app
         assignment = self.assignment()

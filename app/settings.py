@@ -38,6 +38,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("var"))
     #: IVT_CLICK_PARTITIONS: partitions of ``clicks`` and of the stages keyed like it. Default 6.
     click_partitions: int = 6
+    #: IVT_CLICKS_KEYED_BY_IP: ``true`` when every producer keys ``clicks`` by the click's IP, as the
+    #: simulator does. Validation then runs inside the IP-counter stage and the repartition hop through
+    #: ``clicks-by-ip`` is skipped; a click whose key is not its IP goes to the DLQ. Default false.
+    clicks_keyed_by_ip: bool = False
     #: IVT_MAX_EVENT_BYTES: largest accepted event, in bytes; larger ones go to the DLQ. Default 8192.
     max_event_bytes: int = 8192
     #: IVT_BROKER_PORT: client port of the local broker (``ivt broker start``). Default 9092.
@@ -59,7 +63,7 @@ class Settings:
     model_version: str = ""
     #: IVT_ONNX_PROVIDER: ``auto`` (CUDA when it really runs, else CPU), ``cpu`` or ``cuda``. Default ``auto``.
     onnx_provider: str = "auto"
-    #: IVT_BATCH_MAX_EVENTS: largest scoring micro-batch, in clicks. Default 256.
+    #: IVT_BATCH_MAX_EVENTS: largest scoring micro-batch, in clicks. Default 32.
     batch_max_events: int = 32
     #: IVT_BATCH_MAX_WAIT_MS: longest a click waits for its micro-batch to fill, in ms. Default 5.
     batch_max_wait_ms: float = 5.0

@@ -6,6 +6,8 @@ Phases, all in one run on one local broker:
    the most any Python consumer-producer pair could do here.
 2. **Sustained throughput**: a backlog of simulated clicks is published first, then one worker
    (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from first to last verdict.
+   The simulator keys clicks by IP, so the worker runs with ``IVT_CLICKS_KEYED_BY_IP=true`` (validation
+   inside the IP stage, two hops) unless ``--repartition`` asks for the general three-stage path.
 3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate (or
    ``--latency-rate``); latency of
    each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
@@ -14,7 +16,8 @@ Phases, all in one run on one local broker:
    producer", in wall time and in CPU time of its event-loop thread (the difference is time the
    process waited for a core), and its peak RSS, from its stats file.
 
-Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]``
+Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]
+[--repartition]``
 (CI runs a short form: ``--backlog 20000 --latency-seconds 10``).
 """
 
@@ -180,7 +183,14 @@ def main() -> None:
         default=0.0,
         help="clicks/s of the latency phase (default: half the sustained rate)",
     )
+    parser.add_argument(
+        "--repartition",
+        action="store_true",
+        help="run the validation stage and its repartition hop (IVT_CLICKS_KEYED_BY_IP=false)",
+    )
     args = parser.parse_args()
+    keyed = not args.repartition
+    mode = "validation in the IP stage" if keyed else "validation stage + repartition hop"
 
     work = Path(tempfile.mkdtemp(prefix="ivt-bench-"))
     base = Settings.from_env(cache_dir=ROOT / ".cache")
@@ -189,7 +199,11 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     try:
         settings = Settings.from_env(
-            bootstrap_servers=state.bootstrap, topic_prefix="b1-", app_id="bench-1", data_dir=work / "w1"
+            bootstrap_servers=state.bootstrap,
+            topic_prefix="b1-",
+            app_id="bench-1",
+            data_dir=work / "w1",
+            clicks_keyed_by_ip=keyed,
         )
         ensure_topics(settings)
         console.print(f"broker {state.bootstrap}; publishing a backlog of {args.backlog:,} simulated clicks")
@@ -217,7 +231,11 @@ def main() -> None:
         throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
 
         settings2 = Settings.from_env(
-            bootstrap_servers=state.bootstrap, topic_prefix="b2-", app_id="bench-2", data_dir=work / "w2"
+            bootstrap_servers=state.bootstrap,
+            topic_prefix="b2-",
+            app_id="bench-2",
+            data_dir=work / "w2",
+            clicks_keyed_by_ip=keyed,
         )
         ensure_topics(settings2)
         worker = _worker(settings2, "latency", work)
@@ -260,7 +278,7 @@ def main() -> None:
         ]
     finally:
         broker.stop()
-    table = Table(title="live path, one worker, real broker")
+    table = Table(title=f"live path, one worker ({mode}), real broker")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in rows:

@@ -45,9 +45,9 @@ debug), ``poll=N`` (broker_max_poll_records), ``fetch=BYTES`` (consumer_max_fetc
 hop by itself), ``memopart`` (cache the producer's pure-Python murmur2 partition per key),
 ``depth=N`` (take_noack/raw: batches in flight before waiting), ``uvloop`` (uvloop event loop
 policy; uvloop is not a project dependency, make it importable e.g. with PYTHONPATH),
-``fastdrain`` (runtime patch of Consumer._drain_messages: run each message's delivery callback
-inline until it would block, instead of ``wait_first`` with four tasks per message; see
-install_fastdrain and FAUST_THROUGHPUT.md).
+``fastdrain`` (app.fast_drain.FastDrainConsumer, which the worker uses: run each message's
+delivery callback inline until it would block, instead of ``wait_first`` with four tasks per
+message; see FAUST_THROUGHPUT.md).
 
 ``--profile`` runs py-spy (``--pyspy``, default /tmp/pyspy/bin/py-spy) on the worker for
 ``--profile-seconds`` from its first output and prints the top frames by self and inclusive time
@@ -165,37 +165,8 @@ def parse_spec(text: str) -> Spec:
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage's per-event work (a copy of agents/validate.py's logic: importing that module would
-# register its agent on app.faust_app's module-level app)
+# The stage's per-event work (agents/validate.py's, from app.validation)
 # --------------------------------------------------------------------------------------------------
-
-
-def _route(raw: object) -> Any:
-    from app.events import parse_click
-    from app.exceptions import InvalidEvent
-
-    if not isinstance(raw, bytes | bytearray):
-        return InvalidEvent(f"expected bytes, got {type(raw).__name__}")
-    try:
-        return parse_click(bytes(raw), MAX_EVENT_BYTES)
-    except InvalidEvent as exc:
-        return exc
-
-
-def _passthrough_headers(headers: object) -> list[tuple[str, bytes]]:
-    if not headers:
-        return []
-    items = headers.items() if isinstance(headers, dict) else headers
-    return [(k, v) for k, v in items if isinstance(k, str) and k.startswith("ivt-")]  # type: ignore[union-attr]
-
-
-def _dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [
-        ("ivt-dlq-reason", reason.encode("utf-8", "replace")[:512]),
-        ("ivt-dlq-topic", topic.encode()),
-        ("ivt-dlq-partition", str(partition).encode()),
-        ("ivt-dlq-offset", str(offset).encode()),
-    ]
 
 
 def stage_output(
@@ -209,13 +180,15 @@ def stage_output(
     dlq: str,
 ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) of the one record an input event becomes."""
+    from agents.headers import forward_headers
     from app.exceptions import InvalidEvent
+    from app.validation import dlq_headers, route
 
-    outcome = _route(value)
+    outcome = route(value, MAX_EVENT_BYTES)
     if isinstance(outcome, InvalidEvent):
         raw = value if isinstance(value, bytes) else b""
-        return dlq, key, raw, _dlq_headers(outcome.reason, topic, partition, offset)
-    return out, outcome.ip.encode(), outcome.to_json(), _passthrough_headers(headers)
+        return dlq, key, raw, dlq_headers(outcome.reason, topic, partition, offset)
+    return out, outcome.ip.encode(), outcome.to_json(), forward_headers(headers)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,130 +210,6 @@ BASE_SETTINGS: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
-
-
-class _Continue:
-    """Awaitable that goes on driving a coroutine which has already run up to its first suspension
-    (``first`` is what it yielded then), exactly as a Task would have driven it from the start."""
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self.coro, self.first = coro, first
-
-    def __await__(self) -> Any:
-        coro, value = self.coro, self.first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation included: hand it to the coroutine
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-def run_until_blocked(coro: Any) -> asyncio.Future[Any] | None:
-    """Run ``coro`` inline up to its first suspension: None if it finished (its exception, if any,
-    propagates), else a Task that carries on from where it stopped."""
-    try:
-        first = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.ensure_future(_Continue(coro, first))
-
-
-def install_fastdrain() -> None:
-    """Patch faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3) so that a
-    message whose delivery to the stream buffers does not block costs no tasks at all.
-
-    Faust does ``await self.wait_first(callback(message), self.suspend_flow.wait())`` per message:
-    four tasks (callback, suspend_flow, stopped, crashed) plus asyncio.wait and three cancellations,
-    so that a rebalance (suspend_flow) can interrupt a delivery blocked on a full buffer. Here the
-    callback runs inline up to its first suspension; only if it does suspend (buffer full, flow
-    control) does the rest of it go through the same wait_first, so a blocked delivery stays
-    interruptible exactly as before. The body is otherwise Faust's own."""
-    from faust.transport import consumer as consumer_mod
-
-    cls = consumer_mod.Consumer
-    if getattr(cls, "_bench_fastdrain", False):
-        return
-
-    async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - benchmark patch
-        callback = self.callback
-        getmany = self.getmany
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = consumer_mod.CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        suspend_flow = self.suspend_flow
-        flow_suspended = suspend_flow.is_set
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = getmany(timeout=1.0)
-                await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            if flow_suspended():
-                                await self.wait_first(callback(message), suspend_flow.wait())
-                            else:
-                                blocked = run_until_blocked(callback(message))
-                                if blocked is not None:
-                                    await self.wait_first(blocked, suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev(
-                                "DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value
-                            )
-                    unset_flag(flag_consumer_fetching)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            unset_flag(flag_consumer_fetching)
-
-    cls._drain_messages = _drain_messages  # type: ignore[method-assign]
-    cls._bench_fastdrain = True  # type: ignore[attr-defined]
 
 
 class InOrderAcker:
@@ -414,8 +263,6 @@ def build_app(spec: Spec, args: argparse.Namespace) -> Any:
     """A fresh faust.App (own id = own consumer group) with the variant's one agent."""
     import faust
 
-    if "fastdrain" in spec.flags:
-        install_fastdrain()
     settings = {**BASE_SETTINGS, **spec.settings}
     if "memopart" in spec.flags:
         settings["producer_partitioner"] = MemoPartitioner()
@@ -426,6 +273,10 @@ def build_app(spec: Spec, args: argparse.Namespace) -> Any:
         datadir=str(Path(args.data_dir) / args.app_id),
         **settings,
     )
+    if "fastdrain" in spec.flags:
+        from app.fast_drain import FastDrainConsumer
+
+        app.transport.Consumer = FastDrainConsumer
     src = app.topic(args.input, key_type=bytes, value_type=bytes, internal=False)
     dst = app.topic(args.output, key_type=bytes, value_type=bytes, internal=False)
     dlq = app.topic(args.dlq, key_type=bytes, value_type=bytes, internal=False)

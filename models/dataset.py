@@ -6,7 +6,7 @@ Sources:
   replayed, in event-time order, through the live path's own feature engine
   (:class:`app.features.OfflineFeatureEngine`), so train and serve compute features the same way.
 * :func:`build_from_kafka`: the feature vectors logged in the ``verdicts`` topic (what serving
-  saw), joined with ``clicks-by-ip`` (user and session of each click), ``purchases`` and
+  saw), joined with ``clicks`` (user and session of each click), ``purchases`` and
   ``account-rfm``, for a range of click times.
 
 Layout of ``OUT/``::
@@ -515,7 +515,7 @@ def iter_dataset(
 
 
 # --------------------------------------------------------------------------------------------------
-# From Kafka: the feature log in `verdicts`, joined with `clicks-by-ip`, `purchases`, `account-rfm`
+# From Kafka: the feature log in `verdicts`, joined with `clicks`, `purchases`, `account-rfm`
 # --------------------------------------------------------------------------------------------------
 
 #: How much earlier than the range to start reading by broker timestamp (records are stamped when
@@ -538,9 +538,9 @@ def build_from_kafka(
     * features: the vector logged with the click's **live** verdict (revision 0; the first one read
       when a click has several, as at-least-once delivery can duplicate); a vector of another
       feature version is skipped and counted;
-    * user, session, device: the validated click on ``clicks-by-ip`` (the RFM label needs the user,
-      the session-hour count the session); a verdict whose click is gone from that topic keeps the
-      slice's device and logged-in status, no RFM, and ``expm1(session_clicks_1h)`` as its count;
+    * user, session, device: the click on ``clicks``, validated as the worker does (the RFM label
+      needs the user, the session-hour count the session); a verdict whose click is gone from that
+      topic keeps the slice's device and logged-in status, no RFM, and ``expm1(session_clicks_1h)`` as its count;
     * purchases: the earliest purchase naming the click; ``account-rfm``: the account's score as of
       the click, from every update still on the (compacted) topic;
     * label horizon: ``horizon_ms``, default the time the topics' end offsets were taken (purchases
@@ -615,11 +615,10 @@ async def _build_from_kafka(
     horizon = horizon_ms if horizon_ms is not None else int(time.time() * 1000)
     skipped = {"bad_verdict": 0, "other_feature_version": 0, "duplicate": 0, "no_click": 0, "bad_click": 0}
 
-    # 1. who made each click (user, session, device): the validated clicks
+    # 1. who made each click (user, session, device): the clicks as producers sent them, validated
+    #    here as the worker does (``clicks-by-ip`` is empty when the worker validates in its IP stage)
     meta: dict[str, tuple[str | None, str, bool, str]] = {}
-    async for raw in _read_topic(
-        settings, topics.CLICKS_BY_IP, start_ms - KAFKA_SLACK_MS, "clicks-by-ip", progress
-    ):
+    async for raw in _read_topic(settings, topics.CLICKS, start_ms - KAFKA_SLACK_MS, "clicks", progress):
         try:
             c = parse_click(raw)
         except InvalidEvent:

@@ -56,7 +56,7 @@ async def _publish(
     await producer.start()
     try:
         for c in clicks:
-            await producer.send(settings.topic(topics.CLICKS_BY_IP), c.to_json(), key=c.ip.encode())
+            await producer.send(settings.topic(topics.CLICKS), c.to_json(), key=c.ip.encode())
             v = Verdict(
                 c.click_id,
                 c.event_time_ms,
@@ -88,7 +88,7 @@ async def _publish(
         await producer.send(settings.topic(topics.VERDICTS), old.to_json(), key=b"y")
         # outside the range
         out = _click("after-0", T0 + 5 * H, "s-x", None, "192.0.2.9")
-        await producer.send(settings.topic(topics.CLICKS_BY_IP), out.to_json(), key=b"z")
+        await producer.send(settings.topic(topics.CLICKS), out.to_json(), key=b"z")
         for p in purchases:
             await producer.send(settings.topic(topics.PURCHASES), p.to_json(), key=p.click_id.encode())
         for a in rfm:

@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,12 @@ def reference_scorer(kafka_settings: Settings) -> Scorer:
     return Scorer.from_registry(registry, manifest.version, providers="cpu")
 
 
+@pytest.mark.parametrize("keyed_by_ip", [False, True], ids=["validate-stage", "clicks-keyed-by-ip"])
 def test_scripted_sequence_gives_exact_counters_features_and_decisions(
-    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path
+    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path, keyed_by_ip: bool
 ) -> None:
+    """Three stages, or two when producers key clicks by IP: the same exact counters either way."""
+    kafka_settings = replace(kafka_settings, clicks_keyed_by_ip=keyed_by_ip)
     clicks = scripted_clicks()
     asyncio.run(_publish(kafka_settings, clicks))
     with running_worker(kafka_settings, tmp_path / "worker.log"):

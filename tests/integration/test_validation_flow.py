@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -147,3 +148,46 @@ def test_malformed_events_go_to_dlq_and_every_good_click_comes_through(
         assert int(headers["ivt-dlq-offset"]) >= 0 and int(headers["ivt-dlq-partition"]) >= 0
         seen.add(r.value)
     assert len(seen) == n_bad
+
+
+def test_with_clicks_keyed_by_ip_the_ip_stage_validates_and_rejects_clicks_keyed_otherwise(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """IVT_CLICKS_KEYED_BY_IP=true: no validation stage and no clicks-by-ip hop; same DLQ contract."""
+    settings = replace(kafka_settings, clicks_keyed_by_ip=True)
+    n_good = 3_000
+    messages: list[tuple[bytes | None, bytes]] = []
+    expected_reason: dict[bytes, str] = {}
+    for i in range(n_good):
+        click = parse_click(good(i).to_json())  # canonical IP: what a producer keying by IP sends
+        messages.append((click.ip.encode(), click.to_json()))
+        if i % 100 == 7:
+            j = i // 100
+            make, reason = BAD_KINDS[j % len(BAD_KINDS)]
+            raw = make(j)
+            expected_reason[raw] = reason
+            messages.append((f"k{j}".encode(), raw))
+    # Valid clicks keyed by something else than their canonical IP: their IP's state may live on
+    # another partition, so they are rejected, not counted in the wrong place.
+    for j, key in enumerate([b"not-an-ip", b"2001:db8::0", None]):
+        raw = replace(good(j), click_id=f"miskeyed-{j}", ip="2001:db8::0").to_json()
+        expected_reason[raw] = "record key"
+        messages.append((key, raw))
+
+    asyncio.run(_produce(settings, messages))
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        verdicts = asyncio.run(_consume(settings, topics.VERDICTS, n_good, timeout=240))
+        dlq = asyncio.run(_consume(settings, topics.CLICKS_DLQ, len(expected_reason), timeout=60))
+        repartitioned = asyncio.run(_consume(settings, topics.CLICKS_BY_IP, 0, timeout=1))
+        assert worker.alive, worker.log_tail()
+
+    assert sorted(orjson.loads(r.value)["click_id"] for r in verdicts) == sorted(
+        f"good-{i}" for i in range(n_good)
+    )
+    assert repartitioned == []
+    assert len(dlq) == len(expected_reason)
+    for r in dlq:
+        headers = {k: v.decode() for k, v in r.headers}
+        assert headers["ivt-dlq-reason"].startswith(expected_reason[r.value]), headers
+        assert headers["ivt-dlq-topic"] == settings.topic(topics.CLICKS)
+    assert {r.value for r in dlq} == set(expected_reason)

@@ -1,29 +1,62 @@
-"""The live TTL sweeper on a real rocksdict database, as Faust's RocksDB store lays it out."""
+"""The live TTL sweeper and the batched table writer on a real rocksdict database, laid out as
+Faust's RocksDB store lays it out."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+from aiokafka.structs import RecordMetadata, TopicPartition
+from faust.types import TP
 from rocksdict import Rdict
 
 from agents.sweeper import SWEEP_MARGIN_MS, PartitionSweeper
+from agents.table_writes import TableWriter
 from app.features.state import IDLE_TTL_MS, UserState
 
 HOUR = 3_600_000
 OFFSET_KEY = b"__faust\0offset__"  # faust.stores.rocksdb.Store.offset_key
+CHANGELOG = "ivt-user-state-changelog"
 
 
-class _Table:
-    """The two things the sweeper touches on a Faust table: its store and ``del table[key]``."""
+class _Store:
+    """What the writer uses of faust.stores.rocksdb.Store: one database per partition, the offset."""
 
-    def __init__(self, db: Rdict) -> None:
-        self.name = "user-state"
-        self.db = db
-        self.data = SimpleNamespace(offset_key=OFFSET_KEY, _db_for_partition=lambda partition: db)
+    offset_key = OFFSET_KEY
 
-    def __delitem__(self, key: bytes) -> None:
-        del self.db[key]
+    def __init__(self, dbs: dict[int, Rdict]) -> None:
+        self.dbs = dbs
+
+    def _db_for_partition(self, partition: int) -> Rdict:
+        return self.dbs[partition]
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:  # as Faust's store does it
+        self.dbs[tp.partition].put(OFFSET_KEY, str(offset).encode())
+
+
+def _table(dbs: dict[int, Rdict]) -> SimpleNamespace:
+    topic = SimpleNamespace(get_topic_name=lambda: CHANGELOG)
+    return SimpleNamespace(name="user-state", data=_Store(dbs), changelog_topic=topic)
+
+
+class _Producer:
+    """Records sends; each delivery is a future the test completes, with the offset the broker gave."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+        self.futures: list[asyncio.Future[RecordMetadata]] = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
+        self.sent.append((topic, key, value, partition))
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+    def deliver(self, index: int, offset: int) -> None:
+        _, _, _, partition = self.sent[index]
+        tp = TopicPartition(CHANGELOG, partition)
+        self.futures[index].set_result(RecordMetadata(CHANGELOG, partition, tp, offset, -1, -1, -1))
 
 
 def _state(last_ms: int) -> bytes:
@@ -40,10 +73,47 @@ def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path
         db[b"recent"] = _state(now - HOUR)
         # A standby or a recovery that read the changelog leaves this record; it is not a state.
         db[OFFSET_KEY] = b"27"
-        sweeper = PartitionSweeper(_Table(db), UserState, every_ms=HOUR)
+        writer = TableWriter(_table({0: db}))
+        sweeper = PartitionSweeper(writer, UserState, every_ms=HOUR)
         assert sweeper.maybe_sweep(0, now - HOUR) == 0  # first call only starts the clock
         assert sweeper.maybe_sweep(0, now) == 1
         assert set(db.keys()) == {b"recent", OFFSET_KEY}
         assert sweeper.maybe_sweep(0, now + 1) == 0  # not again within every_ms
+        assert writer._pending == {(0, b"idle"): None}  # a tombstone for the changelog
     finally:
         db.close()
+
+
+def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(tmp_path: Path) -> None:
+    dbs = {p: Rdict(str(tmp_path / f"db{p}")) for p in (0, 1)}
+    try:
+
+        async def scenario() -> None:
+            writer, producer = TableWriter(_table(dbs)), _Producer()
+            writer.put(0, b"alice", b"v1")
+            assert writer.get(0, b"alice") == b"v1" and writer.get(1, b"alice") is None
+            writer.put(1, b"bob", b"b1")
+            writer.put(0, b"alice", b"v2")  # the same key twice in a batch: one record, the last value
+            writer.delete(1, b"bob")
+            futures = await writer.flush(producer)
+            assert producer.sent == [(CHANGELOG, b"alice", b"v2", 0), (CHANGELOG, b"bob", None, 1)]
+            assert futures == producer.futures and await writer.flush(producer) == []
+            assert dbs[0][b"alice"] == b"v2" and dbs[1].get(b"bob") is None
+
+            producer.deliver(1, offset=41)  # bob's record arrives before alice's: not counted yet
+            writer.persist_offsets()
+            assert dbs[1].get(OFFSET_KEY) is None
+            producer.deliver(0, offset=7)
+            writer.persist_offsets()
+            assert dbs[0][OFFSET_KEY] == b"7" and dbs[1][OFFSET_KEY] == b"41"
+
+            writer.put(0, b"carol", b"c1")
+            await writer.flush(producer)
+            producer.futures[-1].set_exception(RuntimeError("broker gone"))
+            writer.persist_offsets()  # a failed delivery is never counted (the acker stops the worker)
+            assert dbs[0][OFFSET_KEY] == b"7"
+
+        asyncio.run(scenario())
+    finally:
+        for db in dbs.values():
+            db.close()

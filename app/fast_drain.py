@@ -1,0 +1,148 @@
+"""Faust's consumer drain loop without four asyncio tasks per message.
+
+faust-streaming hands every fetched message to the streams with
+``await self.wait_first(callback(message), self.suspend_flow.wait())``: four tasks (the delivery,
+the flow-control wait, and the service's stopped and crashed waits), an ``asyncio.wait`` and three
+cancellations per message, so that a rebalance can interrupt a delivery blocked on a full stream
+buffer. That was about 45-50 us per message per stage here, the largest single item in the worker's
+profile (benchmarks/FAUST_THROUGHPUT.md).
+
+:class:`FastDrainConsumer` keeps Faust's loop body and changes one thing: the delivery runs inline
+until it would suspend (:func:`run_until_blocked`). Only when it does suspend (buffer full, flow
+control) does the rest of it go through the same ``wait_first``, so a blocked delivery can still be
+interrupted by a rebalance exactly as before. When flow is already suspended the loop does what
+Faust does. The body is copied from faust-streaming 0.15.3 (``Consumer._drain_messages``), so the
+override is only used with that version; with any other, Faust's own loop runs and a warning says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+import faust
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+__all__ = ["FAUST_VERSION", "FastDrainConsumer", "run_until_blocked"]
+
+log = logging.getLogger(__name__)
+
+#: The faust-streaming release whose drain loop :class:`FastDrainConsumer` reproduces.
+FAUST_VERSION = "0.15.3"
+
+
+class _Continue:
+    """Awaitable that goes on driving a coroutine which already ran up to its first suspension
+    (``first`` is what it yielded then), exactly as a Task would have driven it from the start."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: hand it to the coroutine
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def run_until_blocked(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any] | None:
+    """Run ``coro`` inline up to its first suspension: None if it finished (its exception, if any,
+    propagates), else a Task that carries on from where it stopped."""
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_Continue(coro, first))
+
+
+async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    suspend_flow = self.suspend_flow
+    flow_suspended = suspend_flow.is_set
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)  # getmany may be called in a loop that never yields otherwise
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        if flow_suspended():
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                        else:
+                            blocked = run_until_blocked(callback(message))
+                            if blocked is not None:
+                                await self.wait_first(blocked, suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                unset_flag(flag_consumer_fetching)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+class FastDrainConsumer(AIOKafkaConsumer):
+    if faust.__version__ == FAUST_VERSION:
+        _drain_messages = _fast_drain_messages
+    else:  # pragma: no cover - only with another faust-streaming release
+        log.warning(
+            "faust-streaming %s is not %s: running Faust's own drain loop (slower, same behaviour)",
+            faust.__version__,
+            FAUST_VERSION,
+        )
