@@ -25,6 +25,7 @@ from app.events import Verdict, decode_ip_enriched
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
+from app.gc_tuning import freeze_startup_heap
 from app.metrics import STATS, stats_dir
 from models.registry import Registry
 from models.scorer import Scorer
@@ -130,6 +131,7 @@ async def _flush_state(producer: object) -> list:
 @app.agent(clicks_by_entity_topic, name="score-clicks")
 async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     scorer = load_scorer()
+    freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
     producer, out = app.producer, verdicts_topic.get_topic_name()
     max_wait_s = settings.batch_max_wait_ms / 1000
     async with acking(stream, "score-clicks") as acker:
