@@ -28,6 +28,7 @@ import asyncio
 import resource
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -114,33 +115,60 @@ async def raw_passthrough(settings: Settings, n: int) -> float:
 
 class VerdictLatency:
     """Reads ``verdicts`` from its end while load runs; records read time - intended send time
-    (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram."""
+    (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram.
+
+    The reader runs in its own thread with its own event loop. It first shared the load generator's
+    loop, and the generator's synchronous stretches (its start-up and its final report) held verdicts
+    that had been on the broker for seconds unread: a 5 s "tail" that was the harness, not the worker.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.hist = HdrHistogram(1, 600_000_000, 3)
-        self._consumer = AIOKafkaConsumer(
-            settings.topic(topics.VERDICTS),
-            bootstrap_servers=settings.bootstrap_servers,
-            auto_offset_reset="latest",
-        )
-        self._stop = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
+        self._settings = settings
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="verdict-latency", daemon=True)
+        self._error: BaseException | None = None
+        #: (intended send time in ns, latency in us) of every verdict, for the per-second view
+        self.samples: list[tuple[int, int]] = []
 
     async def __aenter__(self) -> VerdictLatency:
-        await self._consumer.start()
-        await self._consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
-        self._reader = asyncio.create_task(self._read())
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._error is not None:
+            raise self._error
         return self
 
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._read())
+        except BaseException as exc:  # reported by __aenter__ / __aexit__
+            self._error = exc
+            self._ready.set()
+
     async def _read(self) -> None:
-        while not self._stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=20_000)
-            now_ns = time.time_ns()
-            for msgs in batch.values():
-                for m in msgs:
-                    intended = dict(m.headers).get(INTENDED_HEADER)
-                    if intended is not None:
-                        self.hist.record_value(max(1, (now_ns - int(intended)) // 1000))
+        consumer = AIOKafkaConsumer(
+            self._settings.topic(topics.VERDICTS),
+            bootstrap_servers=self._settings.bootstrap_servers,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            await consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
+            self._ready.set()
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
+                now_ns = time.time_ns()
+                for msgs in batch.values():
+                    for m in msgs:
+                        intended = dict(m.headers).get(INTENDED_HEADER)
+                        if intended is not None:
+                            sent_ns = int(intended)
+                            latency_us = max(1, (now_ns - sent_ns) // 1000)
+                            self.hist.record_value(latency_us)
+                            self.samples.append((sent_ns, latency_us))
+        finally:
+            await consumer.stop()
 
     async def wait_for(self, n: int, timeout: float = 60) -> None:
         """Until ``n`` verdicts are recorded or ``timeout`` seconds pass."""
@@ -150,12 +178,12 @@ class VerdictLatency:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._reader is not None:
-            await self._reader
-        await self._consumer.stop()
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
 
 
-async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[HdrHistogram, int]:
+async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[VerdictLatency, int]:
     """Open-loop load at ``rate``; event-to-verdict latency from the intended send time, in us."""
     async with VerdictLatency(settings) as latency:
         report = await publish_live(
@@ -164,7 +192,22 @@ async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[
             console=Console(quiet=True),
         )
         await latency.wait_for(report.acked)
-    return latency.hist, int(rate * seconds)
+    return latency, int(rate * seconds)
+
+
+def latency_by_second(samples: list[tuple[int, int]]) -> list[tuple[int, int, float, float]]:
+    """(second of the load, verdicts, p50 ms, max ms) by intended send time: where the tail happens."""
+    if not samples:
+        return []
+    start = min(sent for sent, _ in samples)
+    buckets: dict[int, list[int]] = {}
+    for sent, latency in samples:
+        buckets.setdefault((sent - start) // 1_000_000_000, []).append(latency)
+    rows = []
+    for second in sorted(buckets):
+        values = sorted(buckets[second])
+        rows.append((second, len(values), values[len(values) // 2] / 1000, values[-1] / 1000))
+    return rows
 
 
 def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:
@@ -241,7 +284,8 @@ def main() -> None:
         worker = _worker(settings2, "latency", work)
         half = args.latency_rate or max(1.0, round(sustained / 2))
         try:
-            hist, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
+            latency, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
+            hist = latency.hist
             time.sleep(6)  # one more stats snapshot
         finally:
             snapshots2 = read_snapshots(stats_dir(settings2.data_dir))
@@ -278,6 +322,12 @@ def main() -> None:
         ]
     finally:
         broker.stop()
+    seconds = Table(title="latency by second of the load (intended send time)")
+    for name in ("second", "verdicts", "p50 ms", "max ms"):
+        seconds.add_column(name, justify="right")
+    for second, count, p50, worst in latency_by_second(latency.samples):
+        seconds.add_row(f"{second}", f"{count:,}", f"{p50:,.1f}", f"{worst:,.1f}")
+    console.print(seconds)
     table = Table(title=f"live path, one worker ({mode}), real broker")
     table.add_column("measure")
     table.add_column("value", justify="right")
