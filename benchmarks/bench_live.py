@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import resource
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
@@ -113,50 +115,19 @@ async def raw_passthrough(settings: Settings, n: int) -> float:
         await producer.stop()
 
 
-class VerdictLatency:
-    """Reads ``verdicts`` from its end while load runs; records read time - intended send time
-    (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram.
+def _read_latencies(
+    bootstrap: str, topic: str, out: str, ready: Any, stop: Any, count: Any
+) -> None:  # pragma: no cover - runs in the reader process
+    """Reader process: (intended ns, read time - intended in us) of each verdict, saved to ``out``."""
 
-    The reader runs in its own thread with its own event loop. It first shared the load generator's
-    loop, and the generator's synchronous stretches (its start-up and its final report) held verdicts
-    that had been on the broker for seconds unread: a 5 s "tail" that was the harness, not the worker.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.hist = HdrHistogram(1, 600_000_000, 3)
-        self._settings = settings
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="verdict-latency", daemon=True)
-        self._error: BaseException | None = None
-        #: (intended send time in ns, latency in us) of every verdict, for the per-second view
-        self.samples: list[tuple[int, int]] = []
-
-    async def __aenter__(self) -> VerdictLatency:
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._read())
-        except BaseException as exc:  # reported by __aenter__ / __aexit__
-            self._error = exc
-            self._ready.set()
-
-    async def _read(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self._settings.topic(topics.VERDICTS),
-            bootstrap_servers=self._settings.bootstrap_servers,
-            auto_offset_reset="latest",
-        )
+    async def read() -> list[tuple[int, int]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
         await consumer.start()
+        samples: list[tuple[int, int]] = []
         try:
             await consumer.getmany(timeout_ms=1000)  # join at the end of the topic before load starts
-            self._ready.set()
-            while not self._stop.is_set():
+            ready.set()
+            while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
                 now_ns = time.time_ns()
                 for msgs in batch.values():
@@ -164,23 +135,66 @@ class VerdictLatency:
                         intended = dict(m.headers).get(INTENDED_HEADER)
                         if intended is not None:
                             sent_ns = int(intended)
-                            latency_us = max(1, (now_ns - sent_ns) // 1000)
-                            self.hist.record_value(latency_us)
-                            self.samples.append((sent_ns, latency_us))
+                            samples.append((sent_ns, max(1, (now_ns - sent_ns) // 1000)))
+                count.value = len(samples)
         finally:
             await consumer.stop()
+        return samples
+
+    Path(out).write_bytes(orjson.dumps(asyncio.run(read())))
+
+
+class VerdictLatency:
+    """Reads ``verdicts`` from its end while load runs; records read time - intended send time
+    (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram.
+
+    The reader is a process of its own. It first shared the load generator's event loop, whose
+    synchronous stretches held verdicts that had been on the broker for seconds unread (a 5 s
+    "tail" that was the harness), and a thread still shares the generator's GIL.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.hist = HdrHistogram(1, 600_000_000, 3)
+        #: (intended send time in ns, latency in us) of every verdict, for the per-second view
+        self.samples: list[tuple[int, int]] = []
+        ctx = multiprocessing.get_context("spawn")
+        self._ready, self._stop, self._count = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
+        self._out = Path(tempfile.mkstemp(prefix="ivt-latency-", suffix=".json")[1])
+        self._process = ctx.Process(
+            target=_read_latencies,
+            args=(
+                settings.bootstrap_servers,
+                settings.topic(topics.VERDICTS),
+                str(self._out),
+                self._ready,
+                self._stop,
+                self._count,
+            ),
+            name="verdict-latency",
+        )
+
+    async def __aenter__(self) -> VerdictLatency:
+        self._process.start()
+        if not await asyncio.to_thread(self._ready.wait, 60):
+            self._process.kill()
+            raise RuntimeError("the verdict reader did not start within 60 s")
+        return self
 
     async def wait_for(self, n: int, timeout: float = 60) -> None:
         """Until ``n`` verdicts are recorded or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
-        while self.hist.get_total_count() < n and time.monotonic() < deadline:
+        while self._count.value < n and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._thread.join)
-        if self._error is not None:
-            raise self._error
+        await asyncio.to_thread(self._process.join, 60)
+        try:
+            self.samples = [tuple(pair) for pair in orjson.loads(self._out.read_bytes() or b"[]")]
+        finally:
+            self._out.unlink(missing_ok=True)
+        for _, latency_us in self.samples:
+            self.hist.record_value(latency_us)
 
 
 async def latency_run(settings: Settings, rate: float, seconds: float) -> tuple[VerdictLatency, int]:
