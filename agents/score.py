@@ -57,7 +57,8 @@ def load_scorer() -> Scorer:
             )
         version = active.version
     scorer = Scorer.from_registry(registry, version, providers=settings.onnx_provider)
-    scorer.score(np.zeros((settings.batch_max_events, scorer.n_features), dtype=np.float32))  # warm-up
+    for size in range(1, settings.batch_max_events + 1):  # ONNX Runtime plans memory per batch shape
+        scorer.score(np.zeros((size, scorer.n_features), dtype=np.float32))
     log.info("serving model %s on %s", scorer.version, scorer.provider)
     STATS.model_version, STATS.provider = scorer.version, scorer.provider
     return scorer

@@ -79,6 +79,32 @@ async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -
     return got, first, last
 
 
+async def send_lateness(settings: Settings, n: int) -> list[tuple[int, int]]:
+    """(intended ns, record timestamp - intended in us) of the first ``n`` clicks on ``clicks``: how
+    late the load generator itself sent them (that lateness is part of the measured latency)."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.CLICKS),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    rows: list[tuple[int, int]] = []
+    try:
+        while len(rows) < n:
+            batch = await consumer.getmany(timeout_ms=2000, max_records=50_000)
+            if not batch:
+                break
+            for msgs in batch.values():
+                for m in msgs:
+                    intended = dict(m.headers).get(INTENDED_HEADER)
+                    if intended is not None:
+                        rows.append((int(intended), m.timestamp * 1000 - int(intended) // 1000))
+    finally:
+        await consumer.stop()
+    return rows
+
+
 async def raw_passthrough(settings: Settings, n: int) -> float:
     """Consume ``clicks`` and produce each record unchanged to a scratch topic; records/s."""
     from app.broker.admin import ensure_topics_async
@@ -220,18 +246,15 @@ def settled(samples: list[tuple[int, int]], skip_s: float) -> HdrHistogram:
     return hist
 
 
-def latency_by_second(samples: list[tuple[int, int]]) -> list[tuple[int, int, float, float]]:
-    """(second of the load, verdicts, p50 ms, max ms) by intended send time: where the tail happens."""
-    if not samples:
-        return []
-    start = min(sent for sent, _ in samples)
+def by_second(samples: list[tuple[int, int]], start_ns: int) -> dict[int, tuple[int, float, float]]:
+    """second of the load -> (samples, p50 ms, max ms), by intended send time: where the tail happens."""
     buckets: dict[int, list[int]] = {}
-    for sent, latency in samples:
-        buckets.setdefault((sent - start) // 1_000_000_000, []).append(latency)
-    rows = []
-    for second in sorted(buckets):
-        values = sorted(buckets[second])
-        rows.append((second, len(values), values[len(values) // 2] / 1000, values[-1] / 1000))
+    for sent, value in samples:
+        buckets.setdefault((sent - start_ns) // 1_000_000_000, []).append(value)
+    rows = {}
+    for second, values in sorted(buckets.items()):
+        values.sort()
+        rows[second] = (len(values), values[len(values) // 2] / 1000, values[-1] / 1000)
     return rows
 
 
@@ -317,6 +340,7 @@ def main() -> None:
         try:
             latency, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
             hist = latency.hist
+            lateness = asyncio.run(send_lateness(settings2, expected))
             time.sleep(6)  # one more stats snapshot
         finally:
             snapshots2 = read_snapshots(stats_dir(settings2.data_dir))
@@ -360,10 +384,15 @@ def main() -> None:
     finally:
         broker.stop()
     seconds = Table(title="latency by second of the load (intended send time)")
-    for name in ("second", "verdicts", "p50 ms", "max ms"):
+    for name in ("second", "verdicts", "p50 ms", "max ms", "generator late p50 ms", "max ms"):
         seconds.add_column(name, justify="right")
-    for second, count, p50, worst in latency_by_second(latency.samples):
-        seconds.add_row(f"{second}", f"{count:,}", f"{p50:,.1f}", f"{worst:,.1f}")
+    start_ns = min((sent for sent, _ in latency.samples), default=0)
+    late = by_second(lateness, start_ns)
+    for second, (count, p50, worst) in by_second(latency.samples, start_ns).items():
+        _, late_p50, late_max = late.get(second, (0, float("nan"), float("nan")))
+        seconds.add_row(
+            f"{second}", f"{count:,}", f"{p50:,.1f}", f"{worst:,.1f}", f"{late_p50:,.1f}", f"{late_max:,.1f}"
+        )
     console.print(seconds)
     table = Table(title=f"live path, one worker ({mode}), real broker")
     table.add_column("measure")
