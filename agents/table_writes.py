@@ -8,7 +8,8 @@ write three tables per click, so that machinery was a large share of the worker'
 :class:`TableWriter` keeps Faust's layout and protocol exactly, and only batches it:
 
 * values go into the same per-partition RocksDB database Faust's store would use (so Faust's
-  recovery, standbys and rebalances work as before);
+  recovery, standbys and rebalances work as before), one ``WriteBatch`` per partition per batch
+  (one write-ahead-log write instead of one per value); until then reads see the buffered values;
 * changelog records go to the table's changelog topic, to the partition of the input event, with
   the same raw key and value bytes (a tombstone for a delete), through ``app.producer.send``. Several
   writes of one key in a batch send only the last value: the changelog is compacted anyway;
@@ -27,14 +28,18 @@ import asyncio
 from typing import Any
 
 from faust.types import TP
+from rocksdict import WriteBatch
 
 __all__ = ["TableWriter"]
+
+_MISSING = object()
 
 
 class TableWriter:
     def __init__(self, table: Any) -> None:
         self.table = table
-        self._pending: dict[tuple[int, bytes], bytes | None] = {}
+        self._pending: dict[tuple[int, bytes], bytes | None] = {}  # not yet in the changelog
+        self._unwritten: dict[tuple[int, bytes], bytes | None] = {}  # not yet in RocksDB
         self._in_flight: list[asyncio.Future[Any]] = []
 
     @property
@@ -54,21 +59,41 @@ class TableWriter:
         return self._store._db_for_partition(partition)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
+        value = self._unwritten.get((partition, key), _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[return-value]
         return self._db(partition).get(key)
 
     def items(self, partition: int) -> Any:
+        self.write()
         return self._db(partition).items()
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self._db(partition).put(key, value)
-        self._pending[(partition, key)] = value
+        self._unwritten[(partition, key)] = self._pending[(partition, key)] = value
 
     def delete(self, partition: int, key: bytes) -> None:
-        self._db(partition).delete(key)
-        self._pending[(partition, key)] = None
+        self._unwritten[(partition, key)] = self._pending[(partition, key)] = None
+
+    def write(self) -> None:
+        """Apply the buffered values to RocksDB: one write batch per partition database."""
+        if not self._unwritten:
+            return
+        batches: dict[int, Any] = {}
+        for (partition, key), value in self._unwritten.items():
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)  # Faust opens its DBs raw
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for partition, batch in batches.items():
+            self._db(partition).write(batch)
+        self._unwritten.clear()
 
     async def flush(self, producer: Any) -> list[asyncio.Future[Any]]:
-        """Send this batch's changelog records; their delivery futures, for the batch's acks."""
+        """Write this batch's values and send its changelog records; their delivery futures."""
+        self.write()
         self.persist_offsets()
         if not self._pending:
             return []

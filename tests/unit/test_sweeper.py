@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 
 from agents.sweeper import SWEEP_MARGIN_MS, PartitionSweeper
 from agents.table_writes import TableWriter
@@ -33,6 +33,10 @@ class _Store:
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:  # as Faust's store does it
         self.dbs[tp.partition].put(OFFSET_KEY, str(offset).encode())
+
+
+def _open(path: Path) -> Rdict:
+    return Rdict(str(path), options=Options(raw_mode=True))  # as Faust's rocksdict driver opens it
 
 
 def _table(dbs: dict[int, Rdict]) -> SimpleNamespace:
@@ -66,7 +70,7 @@ def _state(last_ms: int) -> bytes:
 
 
 def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path) -> None:
-    db = Rdict(str(tmp_path / "db"))
+    db = _open(tmp_path / "db")
     try:
         now = 400 * HOUR
         db[b"idle"] = _state(now - IDLE_TTL_MS - SWEEP_MARGIN_MS - 1)
@@ -77,7 +81,9 @@ def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path
         sweeper = PartitionSweeper(writer, UserState, every_ms=HOUR)
         assert sweeper.maybe_sweep(0, now - HOUR) == 0  # first call only starts the clock
         assert sweeper.maybe_sweep(0, now) == 1
-        assert set(db.keys()) == {b"recent", OFFSET_KEY}
+        assert writer.get(0, b"idle") is None  # gone for readers at once ...
+        writer.write()
+        assert set(db.keys()) == {b"recent", OFFSET_KEY}  # ... and from RocksDB at the batch's end
         assert sweeper.maybe_sweep(0, now + 1) == 0  # not again within every_ms
         assert writer._pending == {(0, b"idle"): None}  # a tombstone for the changelog
     finally:
@@ -85,16 +91,19 @@ def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path
 
 
 def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(tmp_path: Path) -> None:
-    dbs = {p: Rdict(str(tmp_path / f"db{p}")) for p in (0, 1)}
+    dbs = {p: _open(tmp_path / f"db{p}") for p in (0, 1)}
     try:
 
         async def scenario() -> None:
             writer, producer = TableWriter(_table(dbs)), _Producer()
+            dbs[1][b"bob"] = b"b0"
             writer.put(0, b"alice", b"v1")
             assert writer.get(0, b"alice") == b"v1" and writer.get(1, b"alice") is None
+            assert dbs[0].get(b"alice") is None  # buffered until the batch ends
             writer.put(1, b"bob", b"b1")
             writer.put(0, b"alice", b"v2")  # the same key twice in a batch: one record, the last value
             writer.delete(1, b"bob")
+            assert writer.get(1, b"bob") is None and dbs[1][b"bob"] == b"b0"
             futures = await writer.flush(producer)
             assert producer.sent == [(CHANGELOG, b"alice", b"v2", 0), (CHANGELOG, b"bob", None, 1)]
             assert futures == producer.futures and await writer.flush(producer) == []
