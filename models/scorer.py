@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 CPU: Final = "CPUExecutionProvider"
 CUDA: Final = "CUDAExecutionProvider"
 _DUMMY_ROWS: Final = 4
+#: ONNX Runtime's default logger severity (warning); restored after a quiet CUDA probe.
+_ORT_DEFAULT_SEVERITY: Final = 2
 
 #: None until probed: can a CUDA session be created in this process?
 _cuda_state: bool | None = None
@@ -171,7 +173,7 @@ class Scorer:
                 reason = "not in this onnxruntime build"
                 _cuda_state = False
             else:
-                session = self._session_with(data, [CUDA, CPU])
+                session = self._probe_cuda_session(data, quiet=mode == "auto")
                 if CUDA not in session.get_providers():
                     reason = "CUDA libraries or device missing; onnxruntime fell back to CPU"
                     _cuda_state = False
@@ -194,6 +196,18 @@ class Scorer:
         zipmap = self._inspect(session)
         self._probe(session)
         return session, zipmap
+
+    def _probe_cuda_session(self, data: bytes, quiet: bool) -> ort.InferenceSession:
+        """A [CUDA, CPU] session. With ``quiet``, ONNX Runtime's own error about missing CUDA libraries
+        (red, on every start of a CPU-only machine) is kept off the console: our warning says the
+        same in one line. Asking for CUDA explicitly keeps ORT's messages, which name what is missing."""
+        if not quiet:
+            return self._session_with(data, [CUDA, CPU])
+        ort.set_default_logger_severity(4)  # fatal only
+        try:
+            return self._session_with(data, [CUDA, CPU])
+        finally:
+            ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
 
     def _session_with(self, data: bytes, providers: list[str]) -> ort.InferenceSession:
         try:

@@ -119,6 +119,22 @@ def test_auto_falls_back_to_cpu_when_cuda_cannot_run() -> None:
 
 
 @pytest.mark.skipif(not NO_GPU, reason="a GPU is present")
+def test_auto_probes_cuda_quietly_and_explicit_cuda_keeps_onnxruntimes_reasons(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ref = fit_reference()
+    monkeypatch.setattr(scorer_mod, "_cuda_state", None)  # probe again in this test
+    capfd.readouterr()
+    assert Scorer(make_manifest(ref.onnx_bytes), ref.onnx_bytes, "auto").provider == CPU
+    assert "CUDAExecutionProvider" not in capfd.readouterr().err  # only our own one-line warning
+    monkeypatch.setattr(scorer_mod, "_cuda_state", None)
+    with pytest.raises(ProviderUnavailable, match="CUDA requested"):
+        Scorer(make_manifest(ref.onnx_bytes), ref.onnx_bytes, "cuda")
+    if "CUDAExecutionProvider" in scorer_mod.ort.get_available_providers():  # the GPU build: ORT says why
+        assert "CUDAExecutionProvider" in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a GPU is present")
 def test_explicit_cuda_is_refused_without_a_gpu() -> None:
     ref = fit_reference()
     with pytest.raises(ProviderUnavailable, match="CUDA requested"):
