@@ -29,8 +29,10 @@ class ChildProcess:
         settings: Settings,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        ready_count: int = 1,
     ) -> None:
         self.name = name
+        self.ready_count = ready_count  # a group of processes logs one ready line each
         self.ready_mark = ready_mark.encode()
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ class ChildProcess:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             with self.log_path.open("rb") as f:
                 f.seek(self._start_size)
-                if self.ready_mark in f.read():
+                if f.read().count(self.ready_mark) >= self.ready_count:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")

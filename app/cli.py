@@ -26,16 +26,26 @@ def worker(
     stages: str = typer.Option(
         "", help="Comma-separated stages to run (validate, ip-counters, score); default all."
     ),
+    processes: int = typer.Option(
+        1,
+        min=1,
+        help="Worker processes of one group on this machine, each with its state in "
+        "IVT_DATA_DIR/process-K (one process uses one core at most).",
+    ),
 ) -> None:
     """Run the live detector stages as one Faust worker; start more to scale out."""
     from app.settings import Settings
-    from app.worker import run_worker
+    from app.worker import STAGES, run_worker, run_worker_group
 
     chosen = [s.strip() for s in stages.split(",") if s.strip()] or None
-    try:
-        run_worker(log_level or Settings.from_env().log_level, chosen)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    unknown = sorted(set(chosen or []) - set(STAGES))
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    settings = Settings.from_env()
+    level = log_level or settings.log_level
+    if processes > 1:
+        raise typer.Exit(run_worker_group(settings, processes, level, chosen))
+    run_worker(level, chosen)
 
 
 @cli.command()

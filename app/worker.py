@@ -1,20 +1,28 @@
 """``ivt worker``: run the live stream stages in one Faust worker process.
 
 Scale out by starting more of them with the same IVT_APP_ID: Kafka's group protocol spreads the
-partitions (and with them the table state) over the workers. :class:`WorkerProcess` starts one as a
-child process; the demo and the integration tests use it, so what they run is what users run.
+partitions (and with them the table state) over the workers. One worker process runs in one event
+loop under one GIL, so on a machine with spare cores ``ivt worker --processes N``
+(:func:`run_worker_group`) runs N of them in one group, each with its own state folder.
+:class:`WorkerProcess` starts one as a child process; the demo and the integration tests use it, so
+what they run is what users run.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from app.child_process import ChildProcess
 from app.settings import Settings
 
-__all__ = ["LIVE_STAGES", "run_worker", "WorkerProcess", "READY_MARK"]
+__all__ = ["LIVE_STAGES", "run_worker", "run_worker_group", "process_settings", "WorkerProcess", "READY_MARK"]
 
 #: Stage name -> agent module, in data-flow order. A worker runs all of them unless told otherwise;
 #: stages can also run in separate processes (each consumes and produces through Kafka).
@@ -45,6 +53,59 @@ def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None
     Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
 
 
+def process_settings(settings: Settings, slot: int) -> dict[str, str]:
+    """Environment of worker process ``slot`` of a group: its own state folder, the shared registry.
+
+    RocksDB allows one process per database, so processes on one machine cannot share
+    ``IVT_DATA_DIR/worker``; the slot number keeps each process's folder the same across restarts,
+    so a restarted process finds its state and only reads the changelog's tail.
+    """
+    return {
+        **settings.to_env(),
+        "IVT_DATA_DIR": str(settings.data_dir / f"process-{slot}"),
+        "IVT_MODEL_DIR": str(settings.registry_dir),
+    }
+
+
+def run_worker_group(
+    settings: Settings, processes: int, log_level: str = "info", stages: list[str] | None = None
+) -> int:
+    """Run ``processes`` worker processes of one group until one of them exits; its exit status.
+
+    SIGTERM and SIGINT are passed on to every process (each shuts down as a single worker does). When
+    one process exits, the others are stopped too, so a supervisor sees one failure and restarts the
+    group, as it would a single worker (see ARCHITECTURE.md, "Delivery semantics").
+    """
+    if processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {processes}")
+    args = [sys.executable, "-m", "app.cli", "worker", "--log-level", log_level]
+    if stages:
+        args += ["--stages", ",".join(stages)]
+    children = [
+        subprocess.Popen(args, env={**os.environ, **process_settings(settings, slot)})
+        for slot in range(processes)
+    ]
+
+    def pass_on(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    first = next(child for child in children if child.poll() is not None)
+    pass_on(signal.SIGTERM, None)
+    for child in children:
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return first.returncode
+
+
 class WorkerProcess(ChildProcess):
     """An ``ivt worker`` child process (see :class:`~app.child_process.ChildProcess`)."""
 
@@ -54,6 +115,9 @@ class WorkerProcess(ChildProcess):
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         stages: list[str] | None = None,
+        processes: int = 1,
     ) -> None:
         args = ["worker", "--log-level", "info", *(["--stages", ",".join(stages)] if stages else [])]
-        super().__init__("worker", args, READY_MARK, settings, log_path, extra_env)
+        if processes > 1:
+            args += ["--processes", str(processes)]
+        super().__init__("worker", args, READY_MARK, settings, log_path, extra_env, ready_count=processes)

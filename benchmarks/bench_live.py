@@ -264,6 +264,37 @@ def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:
     return worker
 
 
+def scale_out(bootstrap: str, keyed: bool, workers: int, n: int, work: Path) -> float:
+    """clicks/s of ``ivt worker --processes N`` (one group) draining ``n`` clicks published once it runs."""
+    settings = Settings.from_env(
+        bootstrap_servers=bootstrap,
+        topic_prefix="b3-",
+        app_id="bench-3",
+        data_dir=work / "w3",
+        clicks_keyed_by_ip=keyed,
+    )
+    ensure_topics(settings)
+    group = WorkerProcess(settings, work / "worker-scale.log", processes=workers)
+    try:
+        group.wait_ready(timeout=180)
+        time.sleep(10)  # the group settles: nothing is published during its rebalances
+        backlog = asyncio.run(
+            publish_live(
+                settings,
+                LiveOptions(rate=40_000, duration_s=n / 40_000, progress=False, seed=3),
+                console=Console(quiet=True),
+            )
+        )
+        got, first, last = asyncio.run(
+            _count_until(settings, settings.topic(topics.VERDICTS), backlog.acked, timeout=max(120, n / 500))
+        )
+    finally:
+        group.stop()
+    rate = got / max(last - first, 1e-9)
+    console.print(f"{workers} workers drained {got:,} of {backlog.acked:,} clicks at {rate:,.0f} clicks/s")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlog", type=int, default=100_000, help="clicks for the throughput phase")
@@ -284,6 +315,13 @@ def main() -> None:
         type=float,
         default=10.0,
         help="latency is also reported without the first seconds of load (start-up of the load generator)",
+    )
+    parser.add_argument(
+        "--scale-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also drain the backlog with `ivt worker --processes N`, started before it is published",
     )
     args = parser.parse_args()
     keyed = not args.repartition
@@ -326,6 +364,7 @@ def main() -> None:
         sustained = got / max(last - first, 1e-9)
         console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
         throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
+        scaled = scale_out(state.bootstrap, keyed, args.scale_out, n, work) if args.scale_out > 1 else None
 
         settings2 = Settings.from_env(
             bootstrap_servers=state.bootstrap,
@@ -362,6 +401,11 @@ def main() -> None:
                 f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)",
             ),
             (f"latency at {half:,.0f} clicks/s, p50", ms(50)),
+            *(
+                [(f"ivt worker --processes {args.scale_out} (backlog drain)", f"{scaled:,.0f} clicks/s")]
+                if scaled is not None
+                else []
+            ),
             ("latency p99", ms(99)),
             ("latency p99.9", ms(99.9)),
             (

@@ -213,26 +213,30 @@ def _verdicts_per_worker(settings: list[Settings]) -> list[int]:
     return [sum(snap["verdicts"] for snap in read_snapshots(stats_dir(s.data_dir))) for s in settings]
 
 
-def test_two_workers_share_the_partitions_and_every_click_gets_one_verdict(
+def test_two_worker_processes_share_the_partitions_and_every_click_gets_one_verdict(
     kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path
 ) -> None:
+    """``ivt worker --processes 2``: two Faust workers of one group, each with its own state folder."""
+    from app.worker import process_settings
+
     clicks = _scale_out_clicks(600)
-    settings = _two_worker_settings(kafka_settings, tmp_path)
-    workers = [WorkerProcess(s, tmp_path / f"worker-{n}.log") for n, s in enumerate(settings)]
+    settings = replace(kafka_settings, data_dir=tmp_path / "group", model_dir=kafka_settings.registry_dir)
+    group = WorkerProcess(settings, tmp_path / "worker-group.log", processes=2)
     try:
-        for w in workers:
-            w.wait_ready(timeout=120)
+        group.wait_ready(timeout=120)  # both processes logged their ready line
         time.sleep(3)  # let the group settle after the second member joined
         asyncio.run(_publish(kafka_settings, clicks))
         verdicts = asyncio.run(_verdicts(kafka_settings, {c.click_id for c in clicks}))
-        time.sleep(6)  # one more stats snapshot from each worker
+        time.sleep(6)  # one more stats snapshot from each process
+        assert group.alive, group.log_tail()
     finally:
-        for w in workers:
-            w.stop()
+        group.stop()
     log = asyncio.run(_verdict_log(kafka_settings))
     assert len(log) == len(clicks)  # one verdict per click, no more
-    per_worker = _verdicts_per_worker(settings)
-    assert all(n > 0 for n in per_worker), per_worker  # both workers scored part of the traffic
+    per_process = [Settings.from_env(process_settings(settings, slot)) for slot in (0, 1)]
+    assert [s.registry_dir for s in per_process] == [settings.registry_dir] * 2  # one shared registry
+    per_worker = _verdicts_per_worker(per_process)
+    assert all(n > 0 for n in per_worker), per_worker  # both processes scored part of the traffic
     expected = _offline(clicks, reference_scorer)
     for c in clicks:
         assert np.array_equal(
