@@ -291,7 +291,9 @@ def scale_out(bootstrap: str, keyed: bool, workers: int, n: int, work: Path) -> 
     finally:
         group.stop()
     rate = got / max(last - first, 1e-9)
-    console.print(f"{workers} workers drained {got:,} of {backlog.acked:,} clicks at {rate:,.0f} clicks/s")
+    console.print(
+        f"ivt worker --processes {workers} drained {got:,} of {backlog.acked:,} clicks at {rate:,.0f} clicks/s"
+    )
     return rate
 
 
@@ -400,12 +402,12 @@ def main() -> None:
                 "one worker, sustained (backlog drain)",
                 f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)",
             ),
-            (f"latency at {half:,.0f} clicks/s, p50", ms(50)),
             *(
                 [(f"ivt worker --processes {args.scale_out} (backlog drain)", f"{scaled:,.0f} clicks/s")]
                 if scaled is not None
                 else []
             ),
+            (f"latency at {half:,.0f} clicks/s, p50", ms(50)),
             ("latency p99", ms(99)),
             ("latency p99.9", ms(99.9)),
             (
