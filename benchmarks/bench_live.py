@@ -18,7 +18,7 @@ Phases, all in one run on one local broker:
 
 Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]
 [--repartition]``
-(CI runs a short form: ``--backlog 20000 --latency-seconds 10``).
+(CI runs a short form, ``make bench-short``: ``--backlog 5000 --latency-seconds 5 --scale-out 2``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import multiprocessing
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -55,7 +56,10 @@ console = Console()
 
 
 async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
-    """Read ``topic`` from the start until ``n`` records; (count, first_seen, last_seen) wall times."""
+    """Read ``topic`` from the start until ``n`` records: (count, first, last record timestamp in s).
+
+    The records' own timestamps (CreateTime, set by the producing worker) rather than when this
+    reader saw them: a short run can arrive in a single fetch."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.bootstrap_servers,
@@ -63,17 +67,15 @@ async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -
         enable_auto_commit=False,
     )
     await consumer.start()
-    got, first, last = 0, 0.0, 0.0
+    got, first, last = 0, float("inf"), 0.0
     try:
         deadline = time.monotonic() + timeout
         while got < n and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
             for msgs in batch.values():
-                if msgs:
-                    now = time.time()
-                    first = first or now
-                    last = now
-                    got += len(msgs)
+                for m in msgs:
+                    first, last = min(first, m.timestamp / 1000), max(last, m.timestamp / 1000)
+                got += len(msgs)
     finally:
         await consumer.stop()
     return got, first, last
@@ -290,7 +292,9 @@ def scale_out(bootstrap: str, keyed: bool, workers: int, n: int, work: Path) -> 
         )
     finally:
         group.stop()
-    rate = got / max(last - first, 1e-9)
+    if got < backlog.acked:
+        raise SystemExit(f"the worker group produced {got:,} of {backlog.acked:,} verdicts: see {work}")
+    rate = got / max(last - first, 1e-3)
     console.print(
         f"ivt worker --processes {workers} drained {got:,} of {backlog.acked:,} clicks at {rate:,.0f} clicks/s"
     )
@@ -325,6 +329,7 @@ def main() -> None:
         metavar="N",
         help="also drain the backlog with `ivt worker --processes N`, started before it is published",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (broker and worker logs)")
     args = parser.parse_args()
     keyed = not args.repartition
     mode = "validation in the IP stage" if keyed else "validation stage + repartition hop"
@@ -334,6 +339,7 @@ def main() -> None:
     broker = LocalBroker(base, state_dir=work / "broker", free_ports=True)
     state = broker.start()
     rows: list[tuple[str, str]] = []
+    finished = False
     try:
         settings = Settings.from_env(
             bootstrap_servers=state.bootstrap,
@@ -363,7 +369,9 @@ def main() -> None:
         finally:
             snapshots = read_snapshots(stats_dir(settings.data_dir))
             worker.stop()
-        sustained = got / max(last - first, 1e-9)
+        if got < n:
+            raise SystemExit(f"the worker produced {got:,} of {n:,} verdicts: see {work}")
+        sustained = got / max(last - first, 1e-3)
         console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
         throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
         scaled = scale_out(state.bootstrap, keyed, args.scale_out, n, work) if args.scale_out > 1 else None
@@ -427,8 +435,13 @@ def main() -> None:
             ("worker peak RSS", f"{rss:,.0f} MiB"),
             ("scoring provider", provider),
         ]
+        finished = True
     finally:
         broker.stop()
+        if args.keep or not finished:  # a failed run keeps its logs
+            console.print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     seconds = Table(title="latency by second of the load (intended send time)")
     for name in ("second", "verdicts", "p50 ms", "max ms", "generator late p50 ms", "max ms"):
         seconds.add_column(name, justify="right")
