@@ -35,12 +35,13 @@ def worker(
 ) -> None:
     """Run the live detector stages as one Faust worker; start more to scale out."""
     from app.settings import Settings
-    from app.worker import STAGES, run_worker, run_worker_group
+    from app.worker import check_stages, run_worker, run_worker_group
 
     chosen = [s.strip() for s in stages.split(",") if s.strip()] or None
-    unknown = sorted(set(chosen or []) - set(STAGES))
-    if unknown:
-        raise typer.BadParameter(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    try:
+        check_stages(chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     settings = Settings.from_env()
     level = log_level or settings.log_level
     if processes > 1:

@@ -22,7 +22,15 @@ from pathlib import Path
 from app.child_process import ChildProcess
 from app.settings import Settings
 
-__all__ = ["LIVE_STAGES", "run_worker", "run_worker_group", "process_settings", "WorkerProcess", "READY_MARK"]
+__all__ = [
+    "LIVE_STAGES",
+    "check_stages",
+    "run_worker",
+    "run_worker_group",
+    "process_settings",
+    "WorkerProcess",
+    "READY_MARK",
+]
 
 #: Stage name -> agent module, in data-flow order. A worker runs all of them unless told otherwise;
 #: stages can also run in separate processes (each consumes and produces through Kafka).
@@ -36,11 +44,16 @@ LIVE_STAGES: tuple[str, ...] = tuple(STAGES.values())
 READY_MARK = "[^Worker]: Ready"
 
 
-def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None:
-    """Import the stages (which registers their agents on the app) and hand over to Faust."""
+def check_stages(stages: list[str] | None) -> None:
+    """Refuse stage names that do not exist (before any process is started)."""
     unknown = sorted(set(stages or []) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+
+
+def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None:
+    """Import the stages (which registers their agents on the app) and hand over to Faust."""
+    check_stages(stages)
     modules = [STAGES[name] for name in stages] if stages else list(LIVE_STAGES)
     from faust.worker import Worker
 

@@ -34,3 +34,15 @@ def test_an_unreachable_broker_says_how_to_start_one() -> None:
 def test_other_exceptions_are_not_swallowed() -> None:
     with pytest.raises(ZeroDivisionError), user_errors(Console(file=io.StringIO())):
         raise ZeroDivisionError("a bug")
+
+
+@pytest.mark.parametrize("extra", [[], ["--processes", "2"]])
+def test_ivt_worker_refuses_unknown_stages_before_starting_anything(extra: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, ["worker", "--stages", "validate,nope", *extra])
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())  # rich draws the error in a box
+    assert "unknown stage(s) nope; choose from validate, ip-counters, score" in text
