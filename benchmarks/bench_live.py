@@ -266,6 +266,19 @@ def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:
     return worker
 
 
+def phase_settings(bootstrap: str, phase: int, work: Path, keyed: bool) -> Settings:
+    """Settings of one benchmark phase: its own topics, consumer group and state folder, created."""
+    settings = Settings.from_env(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"b{phase}-",
+        app_id=f"bench-{phase}",
+        data_dir=work / f"w{phase}",
+        clicks_keyed_by_ip=keyed,
+    )
+    ensure_topics(settings)
+    return settings
+
+
 async def copy_clicks(source: Settings, target: Settings, n: int) -> None:
     """Copy ``n`` clicks from ``source``'s clicks topic to ``target``'s, partition for partition.
 
@@ -302,14 +315,7 @@ async def copy_clicks(source: Settings, target: Settings, n: int) -> None:
 def scale_out(source: Settings, keyed: bool, workers: int, n: int, work: Path) -> float:
     """clicks/s of ``ivt worker --processes N`` (one group, settled) draining the ``n`` clicks of
     ``source``, copied to its input once it runs."""
-    settings = Settings.from_env(
-        bootstrap_servers=source.bootstrap_servers,
-        topic_prefix="b3-",
-        app_id="bench-3",
-        data_dir=work / "w3",
-        clicks_keyed_by_ip=keyed,
-    )
-    ensure_topics(settings)
+    settings = phase_settings(source.bootstrap_servers, 3, work, keyed)
     group = WorkerProcess(settings, work / "worker-scale.log", processes=workers)
     try:
         group.wait_ready(timeout=180)
@@ -367,14 +373,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     finished = False
     try:
-        settings = Settings.from_env(
-            bootstrap_servers=state.bootstrap,
-            topic_prefix="b1-",
-            app_id="bench-1",
-            data_dir=work / "w1",
-            clicks_keyed_by_ip=keyed,
-        )
-        ensure_topics(settings)
+        settings = phase_settings(state.bootstrap, 1, work, keyed)
         console.print(f"broker {state.bootstrap}; publishing a backlog of {args.backlog:,} simulated clicks")
         backlog = asyncio.run(
             publish_live(
@@ -402,14 +401,7 @@ def main() -> None:
         throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
         scaled = scale_out(settings, keyed, args.scale_out, n, work) if args.scale_out > 1 else None
 
-        settings2 = Settings.from_env(
-            bootstrap_servers=state.bootstrap,
-            topic_prefix="b2-",
-            app_id="bench-2",
-            data_dir=work / "w2",
-            clicks_keyed_by_ip=keyed,
-        )
-        ensure_topics(settings2)
+        settings2 = phase_settings(state.bootstrap, 2, work, keyed)
         worker = _worker(settings2, "latency", work)
         half = args.latency_rate or max(1.0, round(sustained / 2))
         try:
