@@ -22,17 +22,17 @@ import logging
 from collections.abc import Set
 from typing import Any
 
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
-
-from app.fast_drain import FastDrainConsumer
 
 __all__ = ["CommitBeforeRevokeConsumer", "install"]
 
 log = logging.getLogger(__name__)
 
 
-class CommitBeforeRevokeConsumer(FastDrainConsumer):
-    """The worker's consumer: this handover, on top of the faster drain loop (app.fast_drain)."""
+class CommitBeforeRevokeConsumer(AIOKafkaConsumer):
+    """The worker's consumer. (app.fast_drain.FastDrainConsumer is not its base for now: with it the
+    mid-stream scale-out test lost the tail of the stream in 3 of 7 runs; see the issue notes.)"""
 
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         app = self.app
