@@ -13,8 +13,6 @@ the same order. One table write per click (one changelog record), whatever the n
 
 from __future__ import annotations
 
-import logging
-
 import faust
 
 from agents.delivery import acking
@@ -39,8 +37,6 @@ from app.metrics import STATS
 from app.validation import dlq_record, route, route_keyed
 
 __all__ = ["ip_counters", "ip_states"]
-
-log = logging.getLogger(__name__)
 
 ip_states = state_table("ip-state", "IpState bytes per client IP (app.features.state)")
 ip_writer = TableWriter(ip_states)
