@@ -1,6 +1,8 @@
 """Stage 2: per-IP counters. Consumes ``clicks-by-ip``, keeps one compact state value per IP in a
-RocksDB table, and forwards each click with its IP features to ``clicks-by-entity``, keyed by user
-(or session) for the next stage.
+RocksDB table, and forwards each click with its IP features to ``clicks-by-entity``, on the
+partition of its user (or session) for the next stage. The clicks of one batch bound for one partition
+travel as one record (a bundle of up to ``IVT_BATCH_MAX_EVENTS``, :func:`app.events.encode_entity_bundle`):
+a record per click cost a send here and a pass through Faust's consumer in the next stage.
 
 With ``IVT_CLICKS_KEYED_BY_IP=true`` it consumes ``clicks`` directly and is also the validation stage
 (same checks, same DLQ records, :mod:`app.validation`; a click keyed by anything but its IP is
@@ -20,7 +22,7 @@ from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
-from app.events import encode_ip_enriched
+from app.events import encode_entity_bundle
 from app.exceptions import InvalidEvent
 from app.faust_app import (
     app,
@@ -34,6 +36,7 @@ from app.faust_app import (
 )
 from app.features import IpState, ip_stage
 from app.metrics import STATS
+from app.topics import key_partition
 from app.validation import dlq_record, route, route_keyed
 
 __all__ = ["ip_counters", "ip_states"]
@@ -50,11 +53,13 @@ KEYED_BY_IP = settings.clicks_keyed_by_ip
 async def ip_counters(stream: faust.StreamT[bytes]) -> None:
     drop_monitor_sensor()
     producer, max_bytes = app.producer, settings.max_event_bytes
+    partitions, bundle_max = settings.click_partitions, settings.batch_max_events
     async with acking(stream, "ip-counters") as acker:
         out, dlq = clicks_by_entity_topic.get_topic_name(), clicks_dlq_topic.get_topic_name()
         async for events in stream.noack_take(1000, within=settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
-            deliveries, forwarded = [], 0
+            deliveries: list = []
+            bundles: dict[int, list] = {}
             for event in events:
                 message = event.message
                 if KEYED_BY_IP:
@@ -69,12 +74,13 @@ async def ip_counters(stream: faust.StreamT[bytes]) -> None:
                 state, features = ip_stage(click, ip_writer.get(partition, key))
                 ip_writer.put(partition, key, state.to_bytes())
                 sweeper.maybe_sweep(partition, click.event_time_ms)
-                value = encode_ip_enriched(click, features)
-                headers = forward_headers(message.headers)
-                deliveries.append(
-                    await producer.send(out, click.entity_key.encode(), value, None, None, headers)
-                )
-                forwarded += 1
-            STATS.ip_stage_clicks += forwarded
+                destination = key_partition(click.entity_key.encode(), partitions)
+                bundle = bundles.setdefault(destination, [])
+                bundle.append((click, features, forward_headers(message.headers)))
+            for destination, bundle in bundles.items():
+                for start in range(0, len(bundle), bundle_max):
+                    value = encode_entity_bundle(bundle[start : start + bundle_max])
+                    deliveries.append(await producer.send(out, None, value, destination, None, None))
+                STATS.ip_stage_clicks += len(bundle)
             deliveries += await ip_writer.flush(producer)
             await acker.submit(events, deliveries)

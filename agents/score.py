@@ -1,17 +1,20 @@
 """Stage 3: user and session counters, the feature vector, micro-batched ONNX scoring, verdicts.
 
-Consumes ``clicks-by-entity`` (keyed by user, or session when there is no user: a session belongs to
-one user, so its state lives on the same partition). Clicks are taken in micro-batches of up to
-``IVT_BATCH_MAX_EVENTS`` or ``IVT_BATCH_MAX_WAIT_MS``, whichever comes first: state is updated click
-by click in arrival order (so features equal the offline engine's), the batch is scored in one
-ONNX Runtime call, each click is judged against its slice's threshold, and verdicts keyed by click id
-go to ``verdicts`` with the feature vector that produced them.
+Consumes ``clicks-by-entity`` (bundles of clicks on the partition of their user, or session when
+there is no user: a session belongs to one user, so its state lives on the same partition). Records
+are taken for up to ``IVT_BATCH_MAX_WAIT_MS`` and their clicks scored in batches of up to
+``IVT_BATCH_MAX_EVENTS``: state is updated click by click in arrival order (so features equal the
+offline engine's), each batch is scored in one ONNX Runtime call, each click is judged against its
+slice's threshold, and verdicts keyed by click id go to ``verdicts`` with the feature vector that
+produced them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import faust
 import numpy as np
@@ -21,7 +24,7 @@ from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
-from app.events import Verdict, decode_ip_enriched
+from app.events import Click, EnrichedClick, Verdict, decode_entity_bundle
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
@@ -30,7 +33,15 @@ from app.metrics import STATS, stats_dir
 from models.registry import Registry
 from models.scorer import Scorer
 
-__all__ = ["score_clicks", "user_states", "session_states", "load_scorer", "build_verdicts"]
+__all__ = [
+    "score_clicks",
+    "user_states",
+    "session_states",
+    "load_scorer",
+    "build_verdicts",
+    "decode_events",
+    "score_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +108,24 @@ def build_verdicts(
     ]
 
 
-def update_states(events: list) -> tuple[list, list[np.ndarray], list]:
-    """Decode each event, update its user and session state in arrival order: clicks, vectors, headers."""
-    clicks, rows, headers = [], [], []
+def decode_events(events: Sequence) -> list[tuple[int, EnrichedClick]]:
+    """The clicks of a batch of ``clicks-by-entity`` records, in order, each with its partition."""
+    clicks: list[tuple[int, EnrichedClick]] = []
     for event in events:
         message = event.message
         try:
-            click, ip_features = decode_ip_enriched(event.value)
+            bundle = decode_entity_bundle(event.value, forward_headers(message.headers))
         except InvalidEvent as exc:
             log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
             continue
-        partition = message.partition
+        clicks.extend((message.partition, item) for item in bundle)
+    return clicks
+
+
+def update_states(items: Sequence[tuple[int, EnrichedClick]]) -> tuple[list[Click], np.ndarray]:
+    """Update each click's user and session state in arrival order: the clicks and their vectors."""
+    clicks, rows = [], []
+    for partition, (click, ip_features, _) in items:
         user_key, session_key = click.entity_key.encode(), click.session_id.encode()
         user, session, vector = entity_stage(
             click,
@@ -121,49 +139,52 @@ def update_states(events: list) -> tuple[list, list[np.ndarray], list]:
         session_sweeper.maybe_sweep(partition, click.event_time_ms)
         clicks.append(click)
         rows.append(vector)
-        headers.append(forward_headers(message.headers))
-    return clicks, rows, headers
-
-
-async def _flush_state(producer: object) -> list:
-    """This batch's user and session changelog records, sent; their delivery futures."""
-    return await user_writer.flush(producer) + await session_writer.flush(producer)
+    return clicks, np.stack(rows)
 
 
 @app.agent(clicks_by_entity_topic, name="score-clicks")
 async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     scorer = load_scorer()
     freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
-    producer, out = app.producer, verdicts_topic.get_topic_name()
-    max_wait_s = settings.batch_max_wait_ms / 1000
+    max_events, max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
     async with acking(stream, "score-clicks") as acker:
-        async for events in stream.noack_take(settings.batch_max_events, within=max_wait_s):
+        async for events in stream.noack_take(max_events, within=max_wait_s):
             events = current_events(app, events)
-            started, started_cpu = time.perf_counter(), time.thread_time()
-            clicks, rows, headers = update_states(events)
-            if not clicks:
-                await acker.submit(events, await _flush_state(producer))
-                continue
-            vectors = np.stack(rows)
-            scores = scorer.score(vectors)
-            slices = [c.slice for c in clicks]
-            invalid, thresholds = scorer.decide(scores, slices)
-            decided_at_ms = time.time_ns() // 1_000_000
-            verdicts = build_verdicts(
-                clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms
-            )
-            deliveries = [
-                await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, hdrs)
-                for verdict, hdrs in zip(verdicts, headers, strict=True)
-            ]
-            deliveries += await _flush_state(producer)
-            STATS.record_batch(
-                (time.perf_counter() - started) * 1e6,
-                (time.thread_time() - started_cpu) * 1e6,
-                slices,
-                invalid.tolist(),
-            )
+            items = decode_events(events)
+            deliveries = []
+            for start in range(0, len(items), max_events):
+                if start:
+                    await asyncio.sleep(0)  # let the producer send the previous batch's verdicts
+                deliveries += await score_batch(scorer, items[start : start + max_events])
             await acker.submit(events, deliveries)
+
+
+async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]) -> list:
+    """State, scores, verdicts and changelog records of up to IVT_BATCH_MAX_EVENTS clicks, sent.
+
+    Their delivery futures. The worker's in-process cost histograms time this call: batch formed ->
+    verdicts and changelog records handed to the producer.
+    """
+    started, started_cpu = time.perf_counter(), time.thread_time()
+    clicks, vectors = update_states(items)
+    scores = scorer.score(vectors)
+    slices = [c.slice for c in clicks]
+    invalid, thresholds = scorer.decide(scores, slices)
+    decided_at_ms = time.time_ns() // 1_000_000
+    verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
+    producer, out = app.producer, verdicts_topic.get_topic_name()
+    deliveries = [
+        await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, headers)
+        for verdict, (_, (_, _, headers)) in zip(verdicts, items, strict=True)
+    ]
+    deliveries += await user_writer.flush(producer) + await session_writer.flush(producer)
+    STATS.record_batch(
+        (time.perf_counter() - started) * 1e6,
+        (time.thread_time() - started_cpu) * 1e6,
+        slices,
+        invalid.tolist(),
+    )
+    return deliveries
 
 
 @app.timer(interval=5.0, name="worker-stats")

@@ -33,7 +33,7 @@ from app.worker import WorkerProcess
 
 __all__ = ["DemoOptions", "LiveRates", "ensure_trained_model", "run_demo"]
 
-_WATCHED = (topics.CLICKS, topics.CLICKS_BY_ENTITY, topics.CLICKS_DLQ, topics.VERDICTS)
+_WATCHED = (topics.CLICKS, topics.CLICKS_DLQ, topics.VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -291,9 +291,7 @@ async def _watch(
         tps = await _partitions(settings)
         base = await _end_offsets(consumer, tps, settings)
         previous, t_prev, t0 = dict(base), time.monotonic(), time.monotonic()
-        console.print(
-            "   time  published/s  validated/s  verdicts/s  DLQ total  backlog  worker     IVR     FPR  model"
-        )
+        console.print("   time  published/s  verdicts/s  DLQ total  backlog  worker     IVR     FPR  model")
         lines = 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -303,7 +301,6 @@ async def _watch(
             done = now[topics.VERDICTS] + now[topics.CLICKS_DLQ]
             console.print(
                 f"{t_now - t0:6.0f} s {(now[topics.CLICKS] - previous[topics.CLICKS]) / dt:12,.0f} "
-                f"{(now[topics.CLICKS_BY_ENTITY] - previous[topics.CLICKS_BY_ENTITY]) / dt:12,.0f} "
                 f"{(now[topics.VERDICTS] - previous[topics.VERDICTS]) / dt:11,.0f} "
                 f"{now[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]:10,} "
                 f"{now[topics.CLICKS] - done:8,}  {'up' if worker.alive else 'DOWN':<6} "
@@ -323,7 +320,7 @@ def _rate(x: float) -> str:
 
 
 async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
-    """Wait until every click on ``clicks`` has been routed (validated or DLQ) or the timeout passes."""
+    """Wait until every click on ``clicks`` has a verdict or is in the DLQ, or the timeout passes."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
@@ -332,7 +329,7 @@ async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
         while True:
             now = await _end_offsets(consumer, tps, settings)
             if (
-                now[topics.CLICKS_BY_ENTITY] + now[topics.CLICKS_DLQ] >= now[topics.CLICKS]
+                now[topics.VERDICTS] + now[topics.CLICKS_DLQ] >= now[topics.CLICKS]
                 or time.monotonic() > deadline
             ):
                 return now
@@ -360,11 +357,10 @@ async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, 
     await follower
     console.rule("summary")
     report.print(console)
-    validated = final[topics.CLICKS_BY_ENTITY] - base[topics.CLICKS_BY_ENTITY]
     verdicts = final[topics.VERDICTS] - base[topics.VERDICTS]
     dlq = final[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]
     console.print(
-        f"worker: {validated:,} clicks validated, {verdicts:,} verdicts, {dlq:,} events in the DLQ "
+        f"worker: {verdicts:,} clicks validated and judged, {dlq:,} events in the DLQ "
         f"(of {report.acked:,} simulated + {malformed:,} malformed published); "
         f"backlog {final[topics.CLICKS] - final[topics.VERDICTS] - final[topics.CLICKS_DLQ]:,}"
     )

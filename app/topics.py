@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiokafka.partitioner import murmur2
+
 from app.settings import Settings
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "leader_topic",
     "REPLAY_JOBS",
     "REPLAY_PROGRESS",
+    "key_partition",
 ]
 
 CLICKS = "clicks"
@@ -81,7 +84,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic(CLICKS), p, "any (IP preferred)", dict(retention)),
         TopicSpec(settings.topic(CLICKS_BY_IP), p, "client IP", dict(retention)),
-        TopicSpec(settings.topic(CLICKS_BY_ENTITY), p, "user id, else session id", dict(retention)),
+        TopicSpec(
+            settings.topic(CLICKS_BY_ENTITY),
+            p,
+            "none: bundles of clicks, partition by user, else session (key_partition)",
+            dict(retention),
+        ),
         TopicSpec(
             settings.topic(CLICKS_DLQ),
             1,
@@ -99,6 +107,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(REPLAY_JOBS), 1, "job id", dict(compact)),
         TopicSpec(settings.topic(REPLAY_PROGRESS), 1, "job id", dict(compact)),
     ]
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client and
+    aiokafka compute it), for records that carry several keys' data and name their partition."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 ALL_TOPICS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,8 @@ from app.events import (
     ModelControl,
     Purchase,
     Verdict,
+    decode_entity_bundle,
+    encode_entity_bundle,
     format_time,
     parse_account_rfm,
     parse_click,
@@ -245,3 +248,51 @@ def test_click_is_immutable() -> None:
     with pytest.raises(AttributeError):
         click.ip = "1.1.1.1"  # type: ignore[misc]
     assert isinstance(click, Click)
+
+
+_float32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+_header = st.tuples(st.text(max_size=20), st.binary(max_size=20))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.none() | st.text(min_size=1, max_size=12),
+            st.lists(_float32, max_size=8),
+            st.lists(_header, max_size=3),
+        ),
+        max_size=5,
+    )
+)
+def test_entity_bundles_round_trip_clicks_features_and_header_bytes(
+    items: list[tuple[str, str | None, list[float], list[tuple[str, bytes]]]],
+) -> None:
+    base = parse_click(orjson.dumps(good_click(user_id=None, logged_in=False)))
+    bundle = [
+        (Click(**{**_fields(base), "click_id": cid, "user_id": uid}), np.asarray(f, dtype=np.float32), h)
+        for cid, uid, f, h in items
+    ]
+    decoded = decode_entity_bundle(encode_entity_bundle(bundle), [("ivt-ignored", b"x")])
+    assert [c for c, _, _ in decoded] == [c for c, _, _ in bundle]
+    assert [h for _, _, h in decoded] == [h for _, _, h in bundle]
+    for (_, got, _), (_, sent, _) in zip(decoded, bundle, strict=True):
+        # float32 -> JSON -> float64 -> float32 is exact: the user stage sees the IP stage's values
+        assert np.array_equal(np.asarray(got, dtype=np.float32), sent)
+
+
+def _fields(click: Click) -> dict[str, object]:
+    return {name: getattr(click, name) for name in Click.__slots__}
+
+
+def test_a_one_click_record_from_before_bundles_still_decodes_with_its_record_headers() -> None:
+    click = parse_click(orjson.dumps(good_click()))
+    old = orjson.dumps({**_fields(click), "ip_features": [1.5, 2.0]})
+    headers = [("ivt-intended-ns", b"123")]
+    assert decode_entity_bundle(old, headers) == [(click, [1.5, 2.0], headers)]
+
+
+@pytest.mark.parametrize("raw", [b"", b"[1]", b"[[1, 2]]", b"{}", b'[[{"click_id": "c"}, [], []]]', b"3"])
+def test_a_record_that_is_not_a_bundle_is_refused_with_a_reason(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent, match="not a bundle"):
+        decode_entity_bundle(raw, [])
