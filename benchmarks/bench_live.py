@@ -57,9 +57,20 @@ from app.worker import WorkerProcess  # noqa: E402
 
 console = Console()
 
-#: Records the worker produces per click: the IP-enriched click, the verdict, and one changelog
-#: record each for the IP, user and session tables (fewer when a key repeats within a batch).
-WORKER_SENDS_PER_CLICK = 5
+#: Records the worker produces per click: the verdict and one changelog record each for the IP, user
+#: and session tables (fewer when a key repeats within a batch); the bundles of IP-enriched clicks
+#: (one per partition per IP-stage batch) come on top, at a fraction of a record per click.
+WORKER_SENDS_PER_CLICK = 4
+
+
+def _reader(settings: Settings, *topics_: str) -> AIOKafkaConsumer:
+    """A consumer from the start of the log that commits nothing."""
+    return AIOKafkaConsumer(
+        *topics_,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
 
 
 async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
@@ -67,12 +78,7 @@ async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -
 
     The records' own timestamps (CreateTime, set by the producing worker) rather than when this
     reader saw them: a short run can arrive in a single fetch."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _reader(settings, topic)
     await consumer.start()
     got, first, last = 0, float("inf"), 0.0
     try:
@@ -89,19 +95,18 @@ async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -
 
 
 async def _first_timestamp(settings: Settings, topic: str) -> float:
-    """The earliest record timestamp on ``topic`` (s): the first records of its partitions."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    """The earliest record timestamp on ``topic`` (s): the first record of each partition read, until
+    every partition has given one or three assigned polls in a row bring nothing (empty topic: inf)."""
+    consumer = _reader(settings, topic)
     await consumer.start()
     first: dict[int, float] = {}
     try:
-        deadline = time.monotonic() + 10
-        while len(first) < settings.click_partitions and time.monotonic() < deadline:
-            for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=1000)).items():
+        empty_polls, deadline = 0, time.monotonic() + 30
+        while len(first) < settings.click_partitions and empty_polls < 3 and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if consumer.assignment():  # polls before the group join say nothing about the topic
+                empty_polls = 0 if batch else empty_polls + 1
+            for tp, msgs in batch.items():
                 if msgs:
                     first.setdefault(tp.partition, msgs[0].timestamp / 1000)
     finally:
@@ -111,17 +116,18 @@ async def _first_timestamp(settings: Settings, topic: str) -> float:
 
 def drain_rate(settings: Settings, n: int) -> tuple[int, float]:
     """(verdicts, clicks/s) of a worker draining ``n`` clicks: verdicts / (last verdict - first
-    ``clicks-by-entity`` record), by the records' own timestamps.
+    record the first stage wrote), by the records' own timestamps.
 
-    Timed from the IP stage's first output, not the first verdict: the IP stage starts on the backlog
-    before the score stage has its model, and a window that opened at the first verdict would leave
-    that head start out (a drain rate twice what the worker sustains under live load was measured
-    that way).
+    Timed from the first stage's first output, not the first verdict: the first stages start on the
+    backlog before the score stage has its model, and a window that opened at the first verdict would
+    leave that head start out (a drain rate twice what the worker sustains under live load was
+    measured that way).
     """
     got, first, last = asyncio.run(
         _count_until(settings, settings.topic(topics.VERDICTS), n, timeout=max(120, n / 500))
     )
-    first = min(first, asyncio.run(_first_timestamp(settings, settings.topic(topics.CLICKS_BY_ENTITY))))
+    for stage_output in (topics.CLICKS_BY_IP, topics.CLICKS_BY_ENTITY):  # the first stage's, either way
+        first = min(first, asyncio.run(_first_timestamp(settings, settings.topic(stage_output))))
     return got, got / max(last - first, 1e-3)
 
 
