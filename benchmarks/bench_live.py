@@ -7,7 +7,7 @@ Phases, all in one run on one local broker:
    as many times as the worker produces records per click (``WORKER_SENDS_PER_CLICK``), the Kafka
    client work alone, with no parsing, state or scoring.
 2. **Sustained throughput**: a backlog of simulated clicks is published first, then one worker
-   (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from the IP stage's first
+   (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from the first stage's first
    output to the last verdict (:func:`drain_rate`).
    The simulator keys clicks by IP, so the worker runs with ``IVT_CLICKS_KEYED_BY_IP=true`` (validation
    inside the IP stage, two hops) unless ``--repartition`` asks for the general three-stage path.
@@ -63,13 +63,14 @@ console = Console()
 WORKER_SENDS_PER_CLICK = 4
 
 
-def _reader(settings: Settings, *topics_: str) -> AIOKafkaConsumer:
-    """A consumer from the start of the log that commits nothing."""
+def _reader(settings: Settings, *topics_: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer from the start of the log that commits nothing by itself (``options`` add to it)."""
     return AIOKafkaConsumer(
         *topics_,
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **options,
     )
 
 
@@ -134,12 +135,7 @@ def drain_rate(settings: Settings, n: int) -> tuple[int, float]:
 async def send_lateness(settings: Settings, n: int) -> list[tuple[int, int]]:
     """(intended ns, record timestamp - intended in us) of the first ``n`` clicks on ``clicks``: how
     late the load generator itself sent them (that lateness is part of the measured latency)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(topics.CLICKS),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _reader(settings, settings.topic(topics.CLICKS))
     await consumer.start()
     rows: list[tuple[int, int]] = []
     try:
@@ -162,18 +158,17 @@ async def raw_passthrough(settings: Settings, n: int, fanout: int = 1) -> float:
 
     Clicks consumed per second. ``fanout=1`` is the ceiling of any consume -> produce stage;
     ``fanout=WORKER_SENDS_PER_CLICK`` is the Kafka client work the worker cannot avoid per click with
-    no work of its own (a floor of its cost, so a ceiling of its rate: it still consumes each click twice).
+    no work of its own (a floor of its cost, so a ceiling of its rate: the worker also consumes and
+    sends the bundles between its stages).
     """
     from app.broker.admin import ensure_topics_async
     from app.topics import TopicSpec
 
     out = settings.topic("bench-passthrough")
     await ensure_topics_async(settings, [TopicSpec(out, settings.click_partitions, "same as clicks")])
-    consumer = AIOKafkaConsumer(
+    consumer = _reader(
+        settings,
         settings.topic(topics.CLICKS),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
@@ -341,13 +336,7 @@ async def copy_clicks(source: Settings, target: Settings, n: int) -> None:
 
     A plain consume-and-produce is light next to generating the clicks again, so a worker group
     that is already running is not starved of input by the generator while it drains."""
-    consumer = AIOKafkaConsumer(
-        source.topic(topics.CLICKS),
-        bootstrap_servers=source.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
+    consumer = _reader(source, source.topic(topics.CLICKS), max_partition_fetch_bytes=4 * 1024 * 1024)
     producer = AIOKafkaProducer(
         bootstrap_servers=target.bootstrap_servers, linger_ms=5, max_batch_size=512 * 1024, acks=1
     )
