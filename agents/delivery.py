@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from app.rebalance import processed_acks
+
 __all__ = ["InOrderAcker", "ACKERS", "MAX_BATCHES_IN_FLIGHT", "acking", "stop_worker"]
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,9 @@ class InOrderAcker:
                 stop_worker(self, f"delivery failed ({error!r})")
                 return
             self.pending.popleft()
-            for event in events:
-                await self.stream.ack(event)
+            with processed_acks(self.stream.app.consumer):  # Stream.ack never suspends
+                for event in events:
+                    await self.stream.ack(event)
 
 
 #: Every live acker in this process; a timer acks the tail of each when input pauses.

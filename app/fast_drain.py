@@ -11,7 +11,13 @@ profile (benchmarks/FAUST_THROUGHPUT.md).
 until it would suspend (:func:`run_until_blocked`). Only when it does suspend (buffer full, flow
 control) does the rest of it go through the same ``wait_first``, so a blocked delivery can still be
 interrupted by a rebalance exactly as before. When flow is already suspended the loop does what
-Faust does. The body is copied from faust-streaming 0.15.3 (``Consumer._drain_messages``), so the
+Faust does.
+
+It also fixes one thing: a message fetched before a rebalance is dropped if the rebalance ended
+while the loop was awaiting (a commit, say) with it in hand. Faust's loop delivers it (the stream
+skips it as stale) and records its offset as read *after* the seek to the committed offsets, so the
+records between the committed offset and that one, fetched again, were dropped as already read and
+never processed: clicks lost when a worker joined mid-stream (tests/unit/test_fast_drain.py). The body is copied from faust-streaming 0.15.3 (``Consumer._drain_messages``), so the
 override is only used with that version; with any other, Faust's own loop runs and a warning says so.
 """
 
@@ -25,10 +31,14 @@ from typing import Any
 import faust
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 
 __all__ = ["FAUST_VERSION", "FastDrainConsumer", "run_until_blocked"]
 
 log = logging.getLogger(__name__)
+
+#: Times a partition is sought back to the same missing offset before the hole is accepted.
+MAX_REWINDS = 3
 
 #: The faust-streaming release whose drain loop :class:`FastDrainConsumer` reproduces.
 FAUST_VERSION = "0.15.3"
@@ -73,7 +83,7 @@ def run_until_blocked(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any] | N
     return asyncio.ensure_future(_Continue(coro, first))
 
 
-async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+async def _fast_drain_messages(self: Any, fetcher: Any) -> None:
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -84,7 +94,8 @@ async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no c
     set_flag = self.diag.set_flag
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
+    app = self.app
+    acks_enabled_for = app.topics.acks_enabled_for
     suspend_flow = self.suspend_flow
     flow_suspended = suspend_flow.is_set
     yield_every = 100
@@ -93,6 +104,7 @@ async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no c
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
+            self.polls += 1
             ait = getmany(timeout=1.0)
             await self.sleep(0)  # getmany may be called in a loop that never yields otherwise
             if not self.should_stop:
@@ -101,22 +113,30 @@ async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no c
                     if num_since_yield > yield_every:
                         await sleep(0)
                         num_since_yield = 0
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if message.generation_id != app.consumer_generation_id:
+                        continue  # fetched before a rebalance that ended during an await above
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
+                        if acks_enabled_for(message.topic) and await self.rewound_past_skipped(
+                            tp, offset, r_offset
+                        ):
+                            continue
                         gap = offset - (r_offset or 0)
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
                         if flow_suspended():
                             await self.wait_first(callback(message), suspend_flow.wait())
                         else:
                             blocked = run_until_blocked(callback(message))
                             if blocked is not None:
                                 await self.wait_first(blocked, suspend_flow.wait())
-                        set_read_offset(tp, offset)
+                        if message.generation_id == app.consumer_generation_id:
+                            set_read_offset(tp, offset)
+                            self.sought.discard(tp)
                     else:
                         self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
                 unset_flag(flag_consumer_fetching)
@@ -138,6 +158,54 @@ async def _fast_drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no c
 
 
 class FastDrainConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer with :func:`_fast_drain_messages`, which also refuses to skip."""
+
+    #: Partitions sought to an offset (their read offset is the *next* one expected) and not read since.
+    sought: set[TP]
+    #: Per partition: the offset it was last rewound to, how often, and in which poll.
+    rewinds: dict[TP, tuple[int, int, int]]
+    #: Polls taken by the drain loop so far.
+    polls: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sought, self.rewinds = set(), {}
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self.sought.add(partition)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self.sought.update(self._read_offset)  # every assigned partition, to its committed offset
+
+    async def rewound_past_skipped(self, tp: TP, offset: int, read_offset: int | None) -> bool:
+        """True when ``offset`` is past the next record expected on ``tp``: the records between were
+        taken from the client but never delivered (Faust drops a poll's records in several places
+        when a rebalance or a seek races it), so the partition is sought back to the first of them
+        and this record dropped. Faust would fill the hole as a "gap" and commit past it: the clicks a
+        worker joining mid-stream lost (it got offset 74 first after seeking to 68).
+
+        Our stream topics have no holes of their own (not compacted, no transactions); a record
+        deleted by retention is a real one, so after :data:`MAX_REWINDS` the hole is accepted."""
+        if read_offset is None:
+            return False
+        expected = read_offset if tp in self.sought else read_offset + 1
+        if offset <= expected:
+            return False
+        last_offset, times, poll = self.rewinds.get(tp, (-1, 0, -1))
+        if last_offset == expected and poll == self.polls:
+            return True  # the rest of the poll that made us rewind
+        times = times + 1 if last_offset == expected else 1
+        if times > MAX_REWINDS:
+            return False
+        self.rewinds[tp] = (expected, times, self.polls)
+        log.warning("%s: got offset %d, expected %d: reading again from %d", tp, offset, expected, expected)
+        await self.seek_wait({tp: expected})  # in the client's thread (Faust's seek() is not)
+        self._read_offset[tp] = expected
+        self.sought.add(tp)
+        return True
+
     if faust.__version__ == FAUST_VERSION:
         _drain_messages = _fast_drain_messages
     else:  # pragma: no cover - only with another faust-streaming release

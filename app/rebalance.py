@@ -27,41 +27,58 @@ committed offset, so forgetting its ack loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from typing import Any
 
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-__all__ = ["CommitBeforeRevokeConsumer", "install"]
+from app.fast_drain import FastDrainConsumer
+
+__all__ = ["CommitBeforeRevokeConsumer", "install", "processed_acks"]
 
 log = logging.getLogger(__name__)
 
 
-class CommitBeforeRevokeConsumer(AIOKafkaConsumer):
-    """The worker's consumer. (app.fast_drain.FastDrainConsumer is not its base for now: with it the
-    mid-stream scale-out test lost the tail of the stream in 3 of 7 runs; see the issue notes.)"""
+class CommitBeforeRevokeConsumer(FastDrainConsumer):
+    """The worker's consumer: Faust's aiokafka consumer with the drain loop of app.fast_drain."""
 
     #: The generation being handed over, from the pre-handover commit until the seek to the new
     #: assignment's committed offsets; None outside a rebalance.
     handing_over: int | None = None
+    #: True only while a stage's acker acks batches it processed (:func:`processed_acks`).
+    acking_processed: bool = False
+    #: Acks forgotten since the last seek (messages skipped by a stream, or of a stale generation).
+    forgotten_acks: int = 0
 
     def ack(self, message: Message) -> bool:
-        """Record the ack, unless the message was fetched before a rebalance that is not over yet or
-        before the current generation: it is read again from the committed offset."""
-        if self.handing_over is not None or message.generation_id != self.app.consumer_generation_id:
+        """Record the ack of a message a stage processed; forget any other (it is read again).
+
+        Faust's streams also ack what they *skip*: a message fetched before a rebalance, or one that
+        arrives while the flow is suspended. Those were never processed, so recording them would let
+        a commit pass them. Forgotten too: an ack during a handover, or of an older generation.
+        """
+        if (
+            not self.acking_processed
+            or self.handing_over is not None
+            or message.generation_id != self.app.consumer_generation_id
+        ):
             with ack_lock:
                 message.acked = True
                 self._unacked_messages.discard(message)  # no rebalance waits for it
                 notify(self._waiting_for_ack)
+            self.forgotten_acks += 1
             return False
         return super().ack(message)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        if self.forgotten_acks:
+            log.info("seek to committed offsets; %d unprocessed messages read again", self.forgotten_acks)
+            self.forgotten_acks = 0
         # Faust also seeks when a fetch returns while the flow is stopped, which can happen during
         # the handover itself; only a seek in the new generation ends it.
         if self.handing_over is not None and self.app.consumer_generation_id != self.handing_over:
@@ -86,6 +103,17 @@ class CommitBeforeRevokeConsumer(AIOKafkaConsumer):
         if revoked:
             self.handing_over = app.consumer_generation_id
         await super().on_partitions_revoked(revoked)
+
+
+@contextlib.contextmanager
+def processed_acks(consumer: Any) -> Iterator[None]:
+    """Acks made inside are of processed messages and move the committed offset (no awaits inside:
+    an ack from elsewhere must not slip in)."""
+    consumer.acking_processed = True
+    try:
+        yield
+    finally:
+        consumer.acking_processed = False
 
 
 def install(app: Any) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import faust
 import pytest
+from faust.types import TP
 
 from app.fast_drain import FAUST_VERSION, FastDrainConsumer, run_until_blocked
 from app.faust_app import app
 from app.rebalance import CommitBeforeRevokeConsumer
+
+TP_CLICKS = TP("clicks", 0)
 
 
 def test_the_drain_loop_copy_matches_the_installed_faust() -> None:
@@ -84,3 +88,117 @@ def test_cancelling_a_blocked_delivery_cancels_the_coroutine_inside() -> None:
         assert seen == ["cancelled"]
 
     asyncio.run(main())
+
+
+def test_a_message_fetched_before_a_rebalance_that_ended_meanwhile_is_dropped_and_what_follows_is_read() -> (
+    None
+):
+    """The loop holds offset 13, fetched in generation 1, and commits; during that await the rebalance
+    runs to its end (generation 2, seek to the committed offset 11). Faust's loop then delivered 13 and
+    marked it read, so 11 and 12, fetched again, were dropped as already read: lost clicks."""
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    tp = TP("clicks", 0)
+    test_app = faust.App(
+        "test-fast-drain", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False
+    )
+    test_app.transport.Consumer = CommitBeforeRevokeConsumer
+    consumer = test_app.consumer
+    test_app.consumer_generation_id = 1
+    delivered: list[tuple[int, int]] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append((message.generation_id, message.offset))
+
+    async def rebalance_while_committing(*_: object, **__: object) -> bool:
+        test_app.consumer_generation_id = 2
+        consumer._read_offset[tp] = 11  # the seek to the committed offset
+        return True
+
+    def message(offset: int, generation: int) -> Message:
+        return Message(
+            tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation
+        )
+
+    class Fetcher:
+        _stopped = asyncio.Event()
+
+    async def getmany(timeout: float):  # noqa: ANN202 - an async generator, as Faust's
+        yield tp, message(10, generation=1)
+        consumer._n_acked = consumer._commit_every  # the next message waits for a commit
+        yield tp, message(13, generation=1)
+        for offset in (11, 12, 13):
+            yield tp, message(offset, generation=2)
+        Fetcher._stopped.set()
+
+    consumer.callback = callback
+    consumer.getmany = getmany
+    consumer.commit = rebalance_while_committing
+
+    async def main() -> None:
+        await consumer._drain_messages(Fetcher())
+
+    asyncio.run(main())
+    assert delivered == [(1, 10), (2, 11), (2, 12), (2, 13)]
+
+
+def _consumer_fed_by(polls: list[list[int]]) -> tuple[Any, list[int], list[int]]:
+    """A worker consumer (no broker) whose fetches return ``polls`` (offsets of one partition, 0 =
+    first poll) and whose seeks are recorded: (consumer, delivered offsets, seeks)."""
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    tp = TP("clicks", 0)
+    test_app = faust.App("test-rewind", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False)
+    test_app.transport.Consumer = CommitBeforeRevokeConsumer
+    test_app.topics._acking_topics.add(tp.topic)  # what the conductor records when an agent subscribes
+    consumer = test_app.consumer
+    delivered: list[int] = []
+    seeks: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+
+    async def seek_wait(partitions: dict[TP, int]) -> None:
+        seeks.extend(partitions.values())
+
+    class Fetcher:
+        _stopped = asyncio.Event()
+
+    remaining = list(polls)
+
+    async def getmany(timeout: float):  # noqa: ANN202 - an async generator, as Faust's
+        for offset in remaining.pop(0):
+            yield tp, Message(tp.topic, 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=0)
+        if not remaining:
+            Fetcher._stopped.set()
+
+    consumer.callback, consumer.getmany, consumer.seek_wait = callback, getmany, seek_wait
+    consumer.fetcher = Fetcher()
+    return consumer, delivered, seeks
+
+
+def test_records_skipped_after_a_seek_are_read_again_not_committed_past() -> None:
+    """After seeking to 68 the client handed over 74 first (68-73 had gone to a poll Faust dropped):
+    Faust filled 69..73 as a gap and committed past 68..73. The worker seeks back to 68 instead."""
+    consumer, delivered, seeks = _consumer_fed_by([[74, 75], [68, 69, 70, 71, 72, 73, 74, 75]])
+    consumer._read_offset[TP_CLICKS] = 68
+    consumer.sought.add(TP_CLICKS)  # what a seek to the committed offset 68 leaves
+    asyncio.run(consumer._drain_messages(consumer.fetcher))
+    assert seeks == [68]
+    assert delivered == list(range(68, 76))
+    assert not consumer._gap[TP_CLICKS]
+
+
+def test_in_order_records_are_never_rewound_and_a_hole_that_stays_is_accepted_after_three_tries() -> None:
+    consumer, delivered, seeks = _consumer_fed_by([[5, 6, 7]])
+    asyncio.run(consumer._drain_messages(consumer.fetcher))
+    assert (delivered, seeks) == ([5, 6, 7], [])
+
+    # 11 deleted by retention: each poll after a rewind starts at 12 again
+    consumer, delivered, seeks = _consumer_fed_by([[12, 13]] * 4)
+    consumer._read_offset[TP_CLICKS] = 10  # 10 was read
+    asyncio.run(consumer._drain_messages(consumer.fetcher))
+    assert seeks == [11, 11, 11]
+    assert delivered == [12, 13]
