@@ -7,17 +7,19 @@ cancellations per message, so that a rebalance can interrupt a delivery blocked 
 buffer. That was about 45-50 us per message per stage here, the largest single item in the worker's
 profile (benchmarks/FAUST_THROUGHPUT.md).
 
-:class:`FastDrainConsumer` keeps Faust's loop body and changes one thing: the delivery runs inline
+:class:`FastDrainConsumer` keeps Faust's loop body but runs each message's delivery inline
 until it would suspend (:func:`run_until_blocked`). Only when it does suspend (buffer full, flow
 control) does the rest of it go through the same ``wait_first``, so a blocked delivery can still be
 interrupted by a rebalance exactly as before. When flow is already suspended the loop does what
 Faust does.
 
-It also fixes one thing: a message fetched before a rebalance is dropped if the rebalance ended
-while the loop was awaiting (a commit, say) with it in hand. Faust's loop delivers it (the stream
-skips it as stale) and records its offset as read *after* the seek to the committed offsets, so the
-records between the committed offset and that one, fetched again, were dropped as already read and
-never processed: clicks lost when a worker joined mid-stream (tests/unit/test_fast_drain.py). The body is copied from faust-streaming 0.15.3 (``Consumer._drain_messages``), so the
+It also refuses to lose records across rebalances, where Faust's loop could (ARCHITECTURE.md, "Scale-
+out and rebalances"): a message whose generation ended while the loop held it is dropped instead of
+marking its offset read after the seek to the committed offsets, and a record past the next one
+expected makes the loop seek back (:meth:`FastDrainConsumer.rewound_past_skipped`) instead of
+letting Faust fill the hole as a "gap" and commit past it (tests/unit/test_fast_drain.py).
+
+The body is copied from faust-streaming 0.15.3 (``Consumer._drain_messages``), so the
 override is only used with that version; with any other, Faust's own loop runs and a warning says so.
 """
 

@@ -20,9 +20,9 @@ the committed offsets of the new assignment. A stream that meets a message fetch
 rebalance skips it *and acks it* (faust ``Stream.__aiter__``). After the revoke handler has dropped a
 partition's bookkeeping, that ack lands in fresh books with no committed offset to check against, and
 the periodic commit, which runs while the new assignment recovers its tables, commits past it: the
-seek that follows starts after a click that nobody processed. A click lost this way is what the
-mid-stream scale-out test caught about once in four CI runs. Such a message is read again from the
-committed offset, so forgetting its ack loses nothing.
+seek that follows starts after a click that nobody processed. So only acks made by a stage's acker
+(:func:`processed_acks`) are recorded; any other message is read again from the committed offset,
+so forgetting its ack loses nothing.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import for_code
+from aiokafka.errors import GroupCoordinatorNotAvailableError, for_code
 
 from app.exceptions import BrokerError
 from app.settings import Settings
@@ -138,8 +139,6 @@ async def consumer_group_lag_async(settings: Settings, group: str, names: Sequen
     What is left to do, whatever earlier runs left on the topics: totals of records written would
     count old verdicts, duplicates and replay corrections.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     async with admin_client(settings) as admin:
         counts = await _partition_counts(admin, names)
         committed = await _group_offsets(admin, group)
@@ -162,8 +161,6 @@ async def consumer_group_lag_async(settings: Settings, group: str, names: Sequen
 async def _group_offsets(admin: AIOKafkaAdminClient, group: str, timeout_s: float = 30.0) -> dict[Any, Any]:
     """The group's committed offsets; a broker that has not created its offsets topic yet (a fresh
     one, first asked) answers "coordinator not available" for a few seconds."""
-    from aiokafka.errors import GroupCoordinatorNotAvailableError
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:
