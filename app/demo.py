@@ -339,14 +339,13 @@ async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
     topic also holds old verdicts, duplicates and replay corrections, so "verdicts >= clicks" held
     before this run's clicks were judged. Commits trail processing by up to a commit interval.
     """
+    deadline = time.monotonic() + timeout_s
+    while await worker_lag(settings) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
-        tps = await _partitions(settings)
-        deadline = time.monotonic() + timeout_s
-        while await worker_lag(settings) > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        return await _end_offsets(consumer, tps, settings)
+        return await _end_offsets(consumer, await _partitions(settings), settings)
     finally:
         await consumer.stop()
 

@@ -123,12 +123,11 @@ async def _fast_drain_messages(self: Any, fetcher: Any) -> None:
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
-                        if acks_enabled_for(message.topic) and await self.rewound_past_skipped(
-                            tp, offset, r_offset
-                        ):
+                        acking = acks_enabled_for(message.topic)
+                        if acking and await self.rewound_past_skipped(tp, offset, r_offset):
                             continue
                         gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        if gap > 1 and r_offset and acking:
                             await self._add_gap(tp, r_offset + 1, offset)
                         if flow_suspended():
                             await self.wait_first(callback(message), suspend_flow.wait())
