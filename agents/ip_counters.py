@@ -20,6 +20,7 @@ import faust
 from agents.delivery import acking
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
+from agents.record_batches import RecordBatches, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
 from app.events import encode_entity_bundle
@@ -52,7 +53,7 @@ KEYED_BY_IP = settings.clicks_keyed_by_ip
 @app.agent(clicks_topic if KEYED_BY_IP else clicks_by_ip_topic, name="ip-counters")
 async def ip_counters(stream: faust.StreamT[bytes]) -> None:
     drop_monitor_sensor()
-    producer, max_bytes = app.producer, settings.max_event_bytes
+    producer, kafka, max_bytes = app.producer, kafka_producer(app), settings.max_event_bytes
     partitions, bundle_max = settings.click_partitions, settings.batch_max_events
     async with acking(stream, "ip-counters") as acker:
         out, dlq = clicks_by_entity_topic.get_topic_name(), clicks_dlq_topic.get_topic_name()
@@ -77,10 +78,13 @@ async def ip_counters(stream: faust.StreamT[bytes]) -> None:
                 destination = key_partition(click.entity_key.encode(), partitions)
                 bundle = bundles.setdefault(destination, [])
                 bundle.append((click, features, forward_headers(message.headers)))
+            batches = RecordBatches(kafka)
             for destination, bundle in bundles.items():
                 for start in range(0, len(bundle), bundle_max):
-                    value = encode_entity_bundle(bundle[start : start + bundle_max])
-                    deliveries.append(await producer.send(out, None, value, destination, None, None))
+                    batches.add(
+                        out, destination, None, encode_entity_bundle(bundle[start : start + bundle_max])
+                    )
                 STATS.ip_stage_clicks += len(bundle)
-            deliveries += await ip_writer.flush(producer)
+            deliveries += [batch.future for batch in await batches.send()]
+            deliveries += await ip_writer.flush(kafka)
             await acker.submit(events, deliveries)

@@ -22,6 +22,7 @@ import numpy as np
 from agents.delivery import acking
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
+from agents.record_batches import RecordBatches, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
 from app.events import Click, EnrichedClick, Verdict, decode_entity_bundle
@@ -30,6 +31,7 @@ from app.faust_app import app, clicks_by_entity_topic, settings, state_table, ve
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
 from app.gc_tuning import freeze_startup_heap
 from app.metrics import STATS, stats_dir
+from app.topics import key_partition
 from models.registry import Registry
 from models.scorer import Scorer
 
@@ -172,11 +174,13 @@ async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]
     invalid, thresholds = scorer.decide(scores, slices)
     decided_at_ms = time.time_ns() // 1_000_000
     verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
-    producer, out = app.producer, verdicts_topic.get_topic_name()
-    deliveries = [
-        await producer.send(out, verdict.click_id.encode(), verdict.to_json(), None, None, headers)
-        for verdict, (_, (_, _, headers)) in zip(verdicts, items, strict=True)
-    ]
+    producer, out = kafka_producer(app), verdicts_topic.get_topic_name()
+    batches = RecordBatches(producer)
+    partitions = await batches.partitions(out)
+    for verdict, (_, (_, _, headers)) in zip(verdicts, items, strict=True):
+        key = verdict.click_id.encode()
+        batches.add(out, key_partition(key, partitions), key, verdict.to_json(), headers)
+    deliveries = [batch.future for batch in await batches.send()]
     deliveries += await user_writer.flush(producer) + await session_writer.flush(producer)
     STATS.record_batch(
         (time.perf_counter() - started) * 1e6,

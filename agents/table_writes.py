@@ -11,7 +11,8 @@ write three tables per click, so that machinery was a large share of the worker'
   recovery, standbys and rebalances work as before), one ``WriteBatch`` per partition per batch
   (one write-ahead-log write instead of one per value); until then reads see the buffered values;
 * changelog records go to the table's changelog topic, to the partition of the input event, with
-  the same raw key and value bytes (a tombstone for a delete), through ``app.producer.send``. Several
+  the same raw key and value bytes (a tombstone for a delete), as one record batch per partition
+  (:mod:`agents.record_batches`). Several
   writes of one key in a batch send only the last value: the changelog is compacted anyway;
 * their delivery futures join the batch's outputs, so a batch is acked only once its state changes
   are on the broker as well (Faust's own ``send_soon`` does not wait for them);
@@ -30,6 +31,8 @@ from typing import Any
 from faust.types import TP
 from rocksdict import WriteBatch
 
+from agents.record_batches import RecordBatches, SentBatch
+
 __all__ = ["TableWriter"]
 
 _MISSING = object()
@@ -40,7 +43,7 @@ class TableWriter:
         self.table = table
         self._pending: dict[tuple[int, bytes], bytes | None] = {}  # not yet in the changelog
         self._unwritten: dict[tuple[int, bytes], bytes | None] = {}  # not yet in RocksDB
-        self._in_flight: list[asyncio.Future[Any]] = []
+        self._in_flight: list[SentBatch] = []
 
     @property
     def name(self) -> str:
@@ -92,19 +95,23 @@ class TableWriter:
         self._unwritten.clear()
 
     async def flush(self, producer: Any) -> list[asyncio.Future[Any]]:
-        """Write this batch's values and send its changelog records; their delivery futures."""
+        """Write this batch's values and send its changelog records; their delivery futures.
+
+        ``producer`` is the aiokafka producer: the records go as one batch per changelog partition
+        (:mod:`agents.record_batches`).
+        """
         self.write()
         self.persist_offsets()
         if not self._pending:
             return []
         topic = self.table.changelog_topic.get_topic_name()
         pending, self._pending = self._pending, {}
-        futures = [
-            await producer.send(topic, key, value, partition, None, None)
-            for (partition, key), value in pending.items()
-        ]
-        self._in_flight.extend(futures)
-        return futures
+        batches = RecordBatches(producer)
+        for (partition, key), value in pending.items():
+            batches.add(topic, partition, key, value)
+        sent = await batches.send()
+        self._in_flight.extend(sent)
+        return [batch.future for batch in sent]
 
     def persist_offsets(self) -> None:
         """Record in each partition's database the highest changelog offset delivered so far.
@@ -114,14 +121,14 @@ class TableWriter:
         """
         done = 0
         highest: dict[TP, int] = {}
-        for future in self._in_flight:
+        for batch in self._in_flight:
+            future = batch.future
             if not future.done() or future.cancelled() or future.exception() is not None:
                 break
-            metadata = future.result()
-            highest[metadata.topic_partition] = metadata.offset
+            highest[TP(batch.topic, batch.partition)] = batch.last_offset
             done += 1
         if done:
             del self._in_flight[:done]
         store = self._store
         for tp, offset in highest.items():
-            store.set_persisted_offset(TP(tp.topic, tp.partition), offset)
+            store.set_persisted_offset(tp, offset)

@@ -47,6 +47,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.record_batches import RecordBatches  # noqa: E402
 from app import topics  # noqa: E402
 from app.broker.admin import ensure_topics  # noqa: E402
 from app.broker.local import LocalBroker  # noqa: E402
@@ -153,13 +154,14 @@ async def send_lateness(settings: Settings, n: int) -> list[tuple[int, int]]:
     return rows
 
 
-async def raw_passthrough(settings: Settings, n: int, fanout: int = 1) -> float:
+async def raw_passthrough(settings: Settings, n: int, fanout: int = 1, batched: bool = False) -> float:
     """Consume ``clicks`` and produce each record ``fanout`` times, unchanged, to a scratch topic.
 
     Clicks consumed per second. ``fanout=1`` is the ceiling of any consume -> produce stage;
     ``fanout=WORKER_SENDS_PER_CLICK`` is the Kafka client work the worker cannot avoid per click with
     no work of its own (a floor of its cost, so a ceiling of its rate: the worker also consumes and
-    sends the bundles between its stages).
+    sends the bundles between its stages). ``batched`` appends the records per partition as the
+    worker does (:mod:`agents.record_batches`) instead of one ``producer.send`` each.
     """
     from app.broker.admin import ensure_topics_async
     from app.topics import TopicSpec
@@ -179,16 +181,21 @@ async def raw_passthrough(settings: Settings, n: int, fanout: int = 1) -> float:
     try:
         while done < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            futures = []
+            futures, records, batches = [], 0, RecordBatches(producer)
             for msgs in batch.values():
                 t0 = t0 or time.perf_counter()
+                records += len(msgs)
                 for m in msgs:
                     headers = list(m.headers)
                     for _ in range(fanout):
-                        futures.append(await producer.send(out, m.value, key=m.key, headers=headers))
+                        if batched:
+                            batches.add(out, m.partition, m.key, m.value, headers)
+                        else:
+                            futures.append(await producer.send(out, m.value, key=m.key, headers=headers))
+            futures += [sent.future for sent in await batches.send()]
             await asyncio.gather(*futures)
             await consumer.commit()
-            done += len(futures) // fanout
+            done += records
         return done / (time.perf_counter() - t0)
     finally:
         await consumer.stop()
@@ -430,6 +437,11 @@ def main() -> None:
         console.print(f"raw aiokafka pass-through: {raw:,.0f} records/s")
         floor = asyncio.run(raw_passthrough(settings, n, WORKER_SENDS_PER_CLICK))
         console.print(f"raw aiokafka, {WORKER_SENDS_PER_CLICK} sends per click: {floor:,.0f} clicks/s")
+        floor_batched = asyncio.run(raw_passthrough(settings, n, WORKER_SENDS_PER_CLICK, batched=True))
+        console.print(
+            f"raw aiokafka, {WORKER_SENDS_PER_CLICK} records per click appended per partition:"
+            f" {floor_batched:,.0f} clicks/s"
+        )
 
         worker = _worker(settings, "throughput", work)
         try:
@@ -469,6 +481,10 @@ def main() -> None:
             (
                 f"raw aiokafka consume->produce x{WORKER_SENDS_PER_CLICK} (the worker's sends, no work)",
                 f"{floor:,.0f} clicks/s",
+            ),
+            (
+                f"the same, x{WORKER_SENDS_PER_CLICK} appended per partition as the worker does",
+                f"{floor_batched:,.0f} clicks/s",
             ),
             (
                 "one worker, sustained (backlog drain)",
