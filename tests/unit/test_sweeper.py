@@ -7,10 +7,13 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
 from rocksdict import Options, Rdict
 
+from agents import table_writes
+from agents.record_batches import SentBatch
 from agents.sweeper import SWEEP_MARGIN_MS, PartitionSweeper
 from agents.table_writes import TableWriter
 from app.features.state import IDLE_TTL_MS, UserState
@@ -44,23 +47,33 @@ def _table(dbs: dict[int, Rdict]) -> SimpleNamespace:
     return SimpleNamespace(name="user-state", data=_Store(dbs), changelog_topic=topic)
 
 
-class _Producer:
-    """Records sends; each delivery is a future the test completes, with the offset the broker gave."""
+class _Batches:
+    """Stands in for agents.record_batches.RecordBatches (tested against the broker): one batch per
+    partition per send, in the order added, delivered when the test says, at the offset it gives."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
-        self.futures: list[asyncio.Future[RecordMetadata]] = []
+    log: list[tuple[str, bytes, bytes | None, int]] = []
+    batches: list[SentBatch] = []
 
-    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
-        self.sent.append((topic, key, value, partition))
-        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
-        return future
+    def __init__(self, producer: object) -> None:
+        self.records: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.topic = ""
 
-    def deliver(self, index: int, offset: int) -> None:
-        _, _, _, partition = self.sent[index]
-        tp = TopicPartition(CHANGELOG, partition)
-        self.futures[index].set_result(RecordMetadata(CHANGELOG, partition, tp, offset, -1, -1, -1))
+    def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        self.topic = topic
+        self.records.setdefault(partition, []).append((key, value))
+        _Batches.log.append((topic, key, value, partition))
+
+    async def send(self) -> list[SentBatch]:
+        loop = asyncio.get_running_loop()
+        sent = [SentBatch(self.topic, p, len(r) - 1, loop.create_future()) for p, r in self.records.items()]
+        _Batches.batches += sent
+        return sent
+
+    @staticmethod
+    def deliver(index: int, base_offset: int) -> None:
+        batch = _Batches.batches[index]
+        tp = TopicPartition(batch.topic, batch.partition)
+        batch.future.set_result(RecordMetadata(batch.topic, batch.partition, tp, base_offset, -1, -1, -1))
 
 
 def _state(last_ms: int) -> bytes:
@@ -90,12 +103,17 @@ def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path
         db.close()
 
 
-def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(tmp_path: Path) -> None:
+def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(table_writes, "RecordBatches", _Batches)
+    monkeypatch.setattr(_Batches, "log", [])
+    monkeypatch.setattr(_Batches, "batches", [])
     dbs = {p: _open(tmp_path / f"db{p}") for p in (0, 1)}
     try:
 
         async def scenario() -> None:
-            writer, producer = TableWriter(_table(dbs)), _Producer()
+            writer, producer = TableWriter(_table(dbs)), object()
             dbs[1][b"bob"] = b"b0"
             writer.put(0, b"alice", b"v1")
             assert writer.get(0, b"alice") == b"v1" and writer.get(1, b"alice") is None
@@ -105,20 +123,22 @@ def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(tm
             writer.delete(1, b"bob")
             assert writer.get(1, b"bob") is None and dbs[1][b"bob"] == b"b0"
             futures = await writer.flush(producer)
-            assert producer.sent == [(CHANGELOG, b"alice", b"v2", 0), (CHANGELOG, b"bob", None, 1)]
-            assert futures == producer.futures and await writer.flush(producer) == []
+            assert _Batches.log == [(CHANGELOG, b"alice", b"v2", 0), (CHANGELOG, b"bob", None, 1)]
+            assert futures == [b.future for b in _Batches.batches] and await writer.flush(producer) == []
             assert dbs[0][b"alice"] == b"v2" and dbs[1].get(b"bob") is None
 
-            producer.deliver(1, offset=41)  # bob's record arrives before alice's: not counted yet
+            _Batches.deliver(1, base_offset=41)  # bob's record arrives before alice's: not counted yet
             writer.persist_offsets()
             assert dbs[1].get(OFFSET_KEY) is None
-            producer.deliver(0, offset=7)
+            _Batches.deliver(0, base_offset=7)
             writer.persist_offsets()
             assert dbs[0][OFFSET_KEY] == b"7" and dbs[1][OFFSET_KEY] == b"41"
 
             writer.put(0, b"carol", b"c1")
+            writer.put(0, b"dave", b"d1")
             await writer.flush(producer)
-            producer.futures[-1].set_exception(RuntimeError("broker gone"))
+            assert _Batches.batches[-1].last_relative == 1  # two records in one partition batch
+            _Batches.batches[-1].future.set_exception(RuntimeError("broker gone"))
             writer.persist_offsets()  # a failed delivery is never counted (the acker stops the worker)
             assert dbs[0][OFFSET_KEY] == b"7"
 
