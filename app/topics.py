@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
 
 from app.settings import Settings
 
@@ -109,10 +109,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+_KAFKA_MURMUR2_SEED = 0x9747B28C
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client and
-    aiokafka compute it), for records that carry several keys' data and name their partition."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    aiokafka compute it), for records whose partition the stages name themselves: bundles of clicks,
+    and verdicts appended per partition. ``murmurhash2`` (Rust) costs 0.14 us a key here, aiokafka's
+    pure-Python ``murmur2`` 4.5 us, which was 3-5 % of a worker's time."""
+    return (murmurhash2(key, _KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 ALL_TOPICS = (
