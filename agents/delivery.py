@@ -1,8 +1,9 @@
 """At-least-once batches for Faust agents: outputs on the broker before their inputs are acked.
 
-Every stage takes micro-batches with ``stream.noack_take`` (Faust acks nothing by itself), sends its
-outputs straight through ``app.producer.send`` (Faust's ``Topic.send`` layer costs about 55 us per
-message here, see benchmarks/FAUST_THROUGHPUT.md) and hands the batch with its delivery futures to an
+Every stage takes micro-batches with ``stream.noack_take`` (Faust acks nothing by itself), appends its
+outputs to the producer's batches (:mod:`agents.record_batches`; Faust's ``Topic.send`` layer costs
+about 55 us per message here, see benchmarks/FAUST_THROUGHPUT.md, and aiokafka's ``send`` a future per
+record) and hands the batch with its delivery futures to an
 :class:`InOrderAcker`. Batches are acked strictly in the order they were taken and only once all
 their outputs are acknowledged by the broker, so a committed offset never passes an event whose
 output is not stored. After a failed delivery nothing more is acked and the worker shuts itself down

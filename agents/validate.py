@@ -3,7 +3,8 @@
 Bad input never stops the stream: each event that breaks the contract goes to ``clicks-dlq`` with its
 original key and bytes untouched, and headers saying why and where it came from
 (:mod:`app.validation`). Good clicks are re-serialised in canonical form (normalised IP, UTC time) and
-keyed by IP, which is the partitioning the IP-counter stage needs. Headers from the producer (e.g. the
+keyed by IP, on the partition Kafka's default partitioner picks for the IP, which is the
+partitioning the IP-counter stage needs (appended per partition, :mod:`agents.record_batches`). Headers from the producer (e.g. the
 simulator's intended send time) are carried along so latency can be measured end to end.
 
 When producers already key ``clicks`` by IP (``IVT_CLICKS_KEYED_BY_IP=true``) this agent is not
@@ -18,6 +19,7 @@ import faust
 from agents.delivery import acking
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
+from agents.record_batches import RecordBatches, kafka_producer
 from app.exceptions import InvalidEvent
 from app.faust_app import (
     app,
@@ -27,6 +29,7 @@ from app.faust_app import (
     drop_monitor_sensor,
     settings,
 )
+from app.topics import key_partition
 from app.validation import dlq_record, route
 
 __all__ = ["validate_clicks"]
@@ -35,7 +38,7 @@ __all__ = ["validate_clicks"]
 async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
     """Every event ends up in exactly one place: ``clicks-by-ip`` or ``clicks-dlq``."""
     drop_monitor_sensor()
-    producer = app.producer
+    producer, kafka = app.producer, kafka_producer(app)
     async with acking(stream, "validate-clicks") as acker:
         max_bytes, out, dlq = (
             settings.max_event_bytes,
@@ -44,18 +47,24 @@ async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
         )
         async for events in stream.noack_take(1000, within=settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
-            deliveries = []
+            deliveries, batches = [], RecordBatches(kafka)
+            partitions = await batches.partitions(out)
             for event in events:
                 message = event.message
                 outcome = route(event.value, max_bytes)
-                if isinstance(outcome, InvalidEvent):
+                if isinstance(outcome, InvalidEvent):  # rare: one send each
                     key, value, headers = dlq_record(message, outcome.reason)
                     deliveries.append(await producer.send(dlq, key, value, None, None, headers))
                     continue
-                headers = forward_headers(message.headers)
-                deliveries.append(
-                    await producer.send(out, outcome.ip.encode(), outcome.to_json(), None, None, headers)
+                key = outcome.ip.encode()
+                batches.add(
+                    out,
+                    key_partition(key, partitions),
+                    key,
+                    outcome.to_json(),
+                    forward_headers(message.headers),
                 )
+            deliveries += [batch.future for batch in await batches.send()]
             await acker.submit(events, deliveries)
 
 
