@@ -1,6 +1,6 @@
 """At-least-once batches for Faust agents: outputs on the broker before their inputs are acked.
 
-Every stage takes micro-batches with ``stream.noack_take`` (Faust acks nothing by itself), appends its
+Every stage takes micro-batches (:func:`agents.event_batches.take_batches`, which acks nothing), appends its
 outputs to the producer's batches (:mod:`agents.record_batches`; Faust's ``Topic.send`` layer costs
 about 55 us per message here, see benchmarks/FAUST_THROUGHPUT.md, and aiokafka's ``send`` a future per
 record) and hands the batch with its delivery futures to an

@@ -20,6 +20,7 @@ import faust
 import numpy as np
 
 from agents.delivery import acking
+from agents.event_batches import take_batches
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
 from agents.record_batches import RecordBatches, kafka_producer
@@ -150,7 +151,7 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
     max_events, max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
     async with acking(stream, "score-clicks") as acker:
-        async for events in stream.noack_take(max_events, within=max_wait_s):
+        async for events in take_batches(stream, max_events, max_wait_s):
             events = current_events(app, events)
             items = decode_events(events)
             deliveries = []
