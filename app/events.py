@@ -464,14 +464,16 @@ def encode_entity_bundle(items: Sequence[tuple[Click, Any, list[tuple[str, bytes
     One record per destination partition per IP-stage batch instead of one per click: each record
     costs the producer a send and the next stage one pass through Faust's consumer, the largest
     per-click costs of the live path (ARCHITECTURE.md). Each item is ``[click, ip_features,
-    headers]``; header values are bytes, carried as latin-1 text (lossless). float32 features ->
-    JSON -> float64 -> float32 is exact, so the user stage sees the very same values.
+    headers]``; header values are bytes, carried as latin-1 text (lossless). Features (float32, a numpy
+    array or a list of floats) are written by orjson in their shortest form, which reads back to
+    the same float32, so the user stage sees the very same values.
     """
     return orjson.dumps(
         [
-            [click, [float(x) for x in features], [[k, v.decode("latin-1")] for k, v in headers]]
+            [click, features, [[k, v.decode("latin-1")] for k, v in headers]]
             for click, features, headers in items
-        ]
+        ],
+        option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
 
