@@ -44,6 +44,7 @@ __all__ = [
     "build_verdicts",
     "decode_events",
     "score_batch",
+    "flush_states",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,14 +160,16 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
                 if start:
                     await asyncio.sleep(0)  # let the producer send the previous batch's verdicts
                 deliveries += await score_batch(scorer, items[start : start + max_events])
+            deliveries += await flush_states(kafka_producer(app))
             await acker.submit(events, deliveries)
 
 
 async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]) -> list:
-    """State, scores, verdicts and changelog records of up to IVT_BATCH_MAX_EVENTS clicks, sent.
+    """State, scores and verdicts of up to IVT_BATCH_MAX_EVENTS clicks, sent; their delivery futures.
 
-    Their delivery futures. The worker's in-process cost histograms time this call: batch formed ->
-    verdicts and changelog records handed to the producer.
+    The user and session changes stay buffered in the table writers (reads see them) until
+    :func:`flush_states`. The worker's in-process cost histograms time this call: batch formed ->
+    verdicts handed to the producer.
     """
     started, started_cpu = time.perf_counter(), time.thread_time()
     clicks, vectors = update_states(items)
@@ -182,13 +185,25 @@ async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]
         key = verdict.click_id.encode()
         batches.add(out, key_partition(key, partitions), key, verdict.to_json(), headers)
     deliveries = [batch.future for batch in await batches.send()]
-    deliveries += await user_writer.flush(producer) + await session_writer.flush(producer)
     STATS.record_batch(
         (time.perf_counter() - started) * 1e6,
         (time.thread_time() - started_cpu) * 1e6,
         slices,
         invalid.tolist(),
     )
+    return deliveries
+
+
+async def flush_states(producer: object) -> list:
+    """Write the buffered user and session changes to RocksDB and send their changelog records.
+
+    Once per take of records, after all its scoring batches, not once per scoring batch: the records
+    gate only the acks, and a key changed in several batches of a take costs one write and one
+    record. Their delivery futures; timed into the worker's flush histograms.
+    """
+    started, started_cpu = time.perf_counter(), time.thread_time()
+    deliveries = await user_writer.flush(producer) + await session_writer.flush(producer)
+    STATS.record_flush((time.perf_counter() - started) * 1e6, (time.thread_time() - started_cpu) * 1e6)
     return deliveries
 
 

@@ -1,7 +1,8 @@
 """What a live worker measures about itself, and the snapshot file it writes for people and benchmarks.
 
 The in-process cost of a scoring batch (batch formed -> verdicts handed to the producer) goes into an
-HDR histogram in microseconds; decisions are counted per slice, so IVR per slice can be followed
+HDR histogram in microseconds, and so does the state flush after each take of records (RocksDB
+writes and changelog records); decisions are counted per slice, so IVR per slice can be followed
 live. A snapshot is written atomically as JSON to ``$IVT_DATA_DIR/stats/worker-<pid>.json``.
 """
 
@@ -52,6 +53,10 @@ class WorkerStats:
     #: time the process was not running (other processes on the same cores), this one does not.
     batch_cpu_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
     batch_sizes: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 1_000_000, 3))
+    #: Writing a take's user and session changes to RocksDB and handing their changelog records to
+    #: the producer (once per take, after its scoring batches), wall and CPU time.
+    flush_cost_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
+    flush_cpu_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
     clicks_by_slice: Counter[str] = field(default_factory=Counter)
     invalid_by_slice: Counter[str] = field(default_factory=Counter)
     ip_stage_clicks: int = 0
@@ -62,6 +67,10 @@ class WorkerStats:
         self.batch_sizes.record_value(max(len(slices), 1))
         self.clicks_by_slice.update(slices)
         self.invalid_by_slice.update(s for s, bad in zip(slices, invalid, strict=True) if bad)
+
+    def record_flush(self, cost_us: float, cpu_us: float) -> None:
+        self.flush_cost_us.record_value(min(max(int(cost_us), 1), _MAX_US))
+        self.flush_cpu_us.record_value(min(max(int(cpu_us), 1), _MAX_US))
 
     def snapshot(self) -> dict[str, Any]:
         h = self.batch_cost_us
@@ -77,6 +86,8 @@ class WorkerStats:
             "batch_cost_us": _percentiles(h),
             "batch_cpu_us": _percentiles(self.batch_cpu_us),
             "batch_size_mean": round(self.batch_sizes.get_mean_value(), 1),
+            "flush_cost_us": _percentiles(self.flush_cost_us),
+            "flush_cpu_us": _percentiles(self.flush_cpu_us),
             "batch_cost_hdr": h.encode().decode() if h.get_total_count() else "",
             "clicks_by_slice": dict(self.clicks_by_slice),
             "invalid_by_slice": dict(self.invalid_by_slice),

@@ -468,6 +468,8 @@ def main() -> None:
             worker.stop()
         cost = snapshots2[0]["batch_cost_us"] if snapshots2 else {}
         cpu = snapshots2[0].get("batch_cpu_us", {}) if snapshots2 else {}
+        flush = snapshots2[0].get("flush_cost_us", {}) if snapshots2 else {}
+        flush_cpu = snapshots2[0].get("flush_cpu_us", {}) if snapshots2 else {}
         rss = max([s["peak_rss_mib"] for s in snapshots2] + [throughput_rss])
         provider = snapshots2[0]["provider"] if snapshots2 else "?"
 
@@ -510,6 +512,10 @@ def main() -> None:
             (
                 "the same in CPU time of the worker thread",
                 f"{cpu.get('p50', 0):,} / {cpu.get('p99', 0):,} / {cpu.get('p99.9', 0):,} us",
+            ),
+            (
+                "state flush per take (RocksDB + changelog records), wall / CPU p99.9",
+                f"{flush.get('p99.9', 0):,} / {flush_cpu.get('p99.9', 0):,} us",
             ),
             ("mean batch size at half rate", f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}"),
             ("worker peak RSS", f"{rss:,.0f} MiB"),
