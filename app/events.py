@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
+import re
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -327,7 +329,34 @@ def _req_int(doc: dict[str, Any], name: str, lo: int, hi: int) -> int:
 
 
 def _ip(doc: dict[str, Any]) -> str:
-    raw = _req_str(doc, "ip", 45)
+    return normalise_ip(_req_str(doc, "ip", 45))
+
+
+#: A dotted quad with no leading zeros: exactly the IPv4 text ``ipaddress`` accepts and prints.
+_CANONICAL_V4 = re.compile(
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+)
+_inet_pton, _inet_ntop, _AF_INET6 = socket.inet_pton, socket.inet_ntop, socket.AF_INET6
+
+
+def normalise_ip(raw: str) -> str:
+    """``raw``'s compressed form, as ``ipaddress.ip_address(raw).compressed``; InvalidEvent if not an IP.
+
+    ``ipaddress`` costs 2.4 us for an IPv4 address and 6.6 us for an IPv6 one, a third of parsing a
+    click. A canonical dotted quad is already its compressed form, and the C library formats a hex
+    IPv6 address the same way (RFC 5952) except for embedded IPv4 (``::ffff:1.2.3.4``), so those, and
+    anything else, go to ``ipaddress``, which decides. A property test holds the two paths equal.
+    """
+    if _CANONICAL_V4.fullmatch(raw):
+        return raw
+    if "." not in raw:
+        try:
+            text = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, raw))
+        except (OSError, ValueError):
+            pass  # ipaddress decides (and allows a scope id, "fe80::1%eth0")
+        else:
+            if "." not in text:
+                return text
     try:
         return ipaddress.ip_address(raw).compressed
     except ValueError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import jsonschema
 import numpy as np
 import orjson
@@ -19,6 +21,7 @@ from app.events import (
     decode_entity_bundle,
     encode_entity_bundle,
     format_time,
+    normalise_ip,
     parse_account_rfm,
     parse_click,
     parse_model_control,
@@ -82,6 +85,51 @@ def test_ground_truth_and_unknown_fields_are_ignored() -> None:
 def test_ipv6_is_normalised_so_one_address_is_one_key() -> None:
     click = parse_click(orjson.dumps(good_click(ip="2001:0DB8:0000:0000:0000:0000:0000:0001")))
     assert click.ip == "2001:db8::1"
+
+
+def _reference_ip(raw: str) -> str | None:
+    try:
+        return ipaddress.ip_address(raw).compressed
+    except ValueError:
+        return None
+
+
+def _ours(raw: str) -> str | None:
+    try:
+        return normalise_ip(raw)
+    except InvalidEvent:
+        return None
+
+
+@st.composite
+def ip_texts(draw: st.DrawFn) -> str:
+    """An address written in the many ways producers write them: exploded, upper case, padded, with
+    embedded IPv4, with runs of zero hextets (where RFC 5952 compression has ties to break)."""
+    if draw(st.booleans()):
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+            draw(st.integers(0, 2**32 - 1))
+        )
+    else:
+        hextets = draw(
+            st.lists(
+                st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xDB8]) | st.integers(0, 0xFFFF), min_size=8, max_size=8
+            )
+        )
+        address = ipaddress.IPv6Address(sum(h << (16 * (7 - i)) for i, h in enumerate(hextets)))
+    forms = [str(address), address.exploded, address.exploded.upper()]
+    if address.version == 6:
+        forms.append(":".join(f"{int(h, 16):x}" for h in address.exploded.split(":")))
+        forms.append(f"::ffff:{ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)}")
+        forms.append(f"{address}%eth0")
+    else:
+        forms.append(".".join(f"0{p}" for p in str(address).split(".")))  # leading zeros: refused
+    return draw(st.sampled_from(forms))
+
+
+@given(ip_texts() | st.text(alphabet="0123456789abcdefABCDEF:.%x ", max_size=45) | st.text(max_size=45))
+@settings(max_examples=2000)
+def test_ip_normalisation_equals_ipaddress_for_any_text(raw: str) -> None:
+    assert _ours(raw) == _reference_ip(raw)
 
 
 def test_anonymous_click_is_keyed_by_session() -> None:
