@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import faust
 import numpy as np
+import orjson
 
 from agents.delivery import acking
 from agents.event_batches import take_batches
@@ -26,7 +27,7 @@ from agents.headers import forward_headers
 from agents.record_batches import RecordBatches, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
-from app.events import Click, EnrichedClick, Verdict, decode_entity_bundle
+from app.events import Click, EnrichedClick, decode_entity_bundle, format_time, verdict_wire
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
@@ -41,7 +42,7 @@ __all__ = [
     "user_states",
     "session_states",
     "load_scorer",
-    "build_verdicts",
+    "verdict_values",
     "decode_events",
     "score_batch",
     "flush_states",
@@ -79,7 +80,7 @@ def load_scorer() -> Scorer:
     return scorer
 
 
-def build_verdicts(
+def verdict_values(
     clicks: list,
     vectors: np.ndarray,
     scores: np.ndarray,
@@ -87,27 +88,36 @@ def build_verdicts(
     thresholds: np.ndarray,
     model_version: str,
     decided_at_ms: int,
-) -> list[Verdict]:
-    """One live verdict (revision 0) per click; pure, so tests and replay can call it."""
+) -> list[bytes]:
+    """One live verdict (revision 0) per click, as the JSON of :func:`app.events.verdict_wire`.
+
+    Pure, so tests can call it. No :class:`app.events.Verdict` objects in between: building one per
+    click and then its dict cost about as much as the JSON itself.
+    """
+    decided_at, dumps, option = format_time(decided_at_ms), orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
     return [
-        Verdict(
-            click_id=click.click_id,
-            event_time_ms=click.event_time_ms,
-            decision="invalid" if bad else "valid",
-            score=float(score),
-            threshold=float(threshold),
-            slice=click.slice,
-            model_version=model_version,
-            revision=0,
-            source="live",
-            decided_at_ms=decided_at_ms,
-            feature_version=FEATURE_VERSION,
-            features=vector.tolist(),
-            category="SIVT" if bad else None,
-            reasons=["model-score-above-slice-threshold"] if bad else [],
+        dumps(
+            verdict_wire(
+                click.click_id,
+                click.event_time_ms,
+                "invalid" if bad else "valid",
+                score,
+                threshold,
+                click.slice,
+                model_version,
+                0,
+                "live",
+                decided_at,
+                FEATURE_VERSION,
+                vector,
+                None,
+                "SIVT" if bad else None,
+                ["model-score-above-slice-threshold"] if bad else [],
+            ),
+            option=option,
         )
         for click, vector, score, bad, threshold in zip(
-            clicks, vectors, scores, invalid, thresholds, strict=True
+            clicks, vectors, scores.tolist(), invalid.tolist(), thresholds.tolist(), strict=True
         )
     ]
 
@@ -177,13 +187,13 @@ async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]
     slices = [c.slice for c in clicks]
     invalid, thresholds = scorer.decide(scores, slices)
     decided_at_ms = time.time_ns() // 1_000_000
-    verdicts = build_verdicts(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
+    values = verdict_values(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
     producer, out = kafka_producer(app), verdicts_topic.get_topic_name()
     batches = RecordBatches(producer)
     partitions = await batches.partitions(out)
-    for verdict, (_, (_, _, headers)) in zip(verdicts, items, strict=True):
-        key = verdict.click_id.encode()
-        batches.add(out, key_partition(key, partitions), key, verdict.to_json(), headers)
+    for click, value, (_, (_, _, headers)) in zip(clicks, values, items, strict=True):
+        key = click.click_id.encode()
+        batches.add(out, key_partition(key, partitions), key, value, headers)
     deliveries = [batch.future for batch in await batches.send()]
     STATS.record_batch(
         (time.perf_counter() - started) * 1e6,

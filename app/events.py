@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+import numpy as np
 import orjson
 
 from app.exceptions import InvalidEvent
@@ -37,6 +38,7 @@ __all__ = [
     "Purchase",
     "AccountRfm",
     "Verdict",
+    "verdict_wire",
     "ModelControl",
     "parse_click",
     "parse_purchase",
@@ -173,27 +175,70 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        # Spelled out rather than dataclasses.asdict, which deep-copies: one verdict per click.
-        return {
-            "click_id": self.click_id,
-            "decision": self.decision,
-            "score": self.score,
-            "threshold": self.threshold,
-            "slice": self.slice,
-            "model_version": self.model_version,
-            "revision": self.revision,
-            "source": self.source,
-            "feature_version": self.feature_version,
-            "features": self.features,
-            "job_id": self.job_id,
-            "category": self.category,
-            "reasons": self.reasons,
-            "event_time": format_time(self.event_time_ms),
-            "decided_at": format_time(self.decided_at_ms),
-        }
+        return verdict_wire(
+            self.click_id,
+            self.event_time_ms,
+            self.decision,
+            self.score,
+            self.threshold,
+            self.slice,
+            self.model_version,
+            self.revision,
+            self.source,
+            format_time(self.decided_at_ms),
+            self.feature_version,
+            self.features,
+            self.job_id,
+            self.category,
+            self.reasons,
+        )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_wire())
+        return orjson.dumps(self.to_wire(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def verdict_wire(
+    click_id: str,
+    event_time_ms: int,
+    decision: str,
+    score: float,
+    threshold: float,
+    slice: str,
+    model_version: str,
+    revision: int,
+    source: str,
+    decided_at: str,
+    feature_version: str,
+    features: Sequence[float] | np.ndarray,
+    job_id: str | None,
+    category: str | None,
+    reasons: list[str],
+) -> dict[str, Any]:
+    """A verdict's wire form, the one layout every writer uses (:class:`Verdict`, the live score
+    stage and replay, which write one per click and skip the dataclass).
+
+    Write it with ``orjson.OPT_SERIALIZE_NUMPY``: ``features`` may be the float32 vector itself,
+    which orjson writes in the shortest form that reads back to the same float32 (about 30 % fewer
+    bytes than the float64 form of the same values). ``decided_at`` is already formatted: a batch
+    shares it.
+    """
+    return {
+        "click_id": click_id,
+        "decision": decision,
+        "score": score,
+        "threshold": threshold,
+        "slice": slice,
+        "model_version": model_version,
+        "revision": revision,
+        "source": source,
+        "feature_version": feature_version,
+        "features": features,
+        "job_id": job_id,
+        "category": category,
+        "reasons": reasons,
+        "event_time": format_time(event_time_ms),
+        "decided_at": decided_at,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app import topics
-from app.events import format_time
+from app.events import format_time, verdict_wire
 from app.features import FEATURE_VERSION, OfflineFeatureEngine
 from app.replay.decide import Action, Prior, plan
 from app.replay.exceptions import BadJob
@@ -302,23 +302,24 @@ class JobRunner:
     def _verdict(
         self, click: Any, vector: np.ndarray, score: float, threshold: float, bad: bool, revision: int
     ) -> bytes:
-        """The verdict's JSON, field for field what :meth:`app.events.Verdict.to_wire` writes."""
+        """The verdict's JSON (:func:`app.events.verdict_wire`, the one layout)."""
         return orjson.dumps(
-            {
-                "click_id": click.click_id,
-                "decision": "invalid" if bad else "valid",
-                "score": score,
-                "threshold": threshold,
-                "slice": click.slice,
-                "model_version": self.scorer.version,
-                "revision": revision,
-                "source": "replay",
-                "feature_version": FEATURE_VERSION,
-                "features": vector.tolist(),
-                "job_id": self.job.job_id,
-                "category": "SIVT" if bad else None,
-                "reasons": ["model-score-above-slice-threshold"] if bad else [],
-                "event_time": format_time(click.event_time_ms),
-                "decided_at": self.decided_at,
-            }
+            verdict_wire(
+                click.click_id,
+                click.event_time_ms,
+                "invalid" if bad else "valid",
+                score,
+                threshold,
+                click.slice,
+                self.scorer.version,
+                revision,
+                "replay",
+                self.decided_at,
+                FEATURE_VERSION,
+                vector,
+                self.job.job_id,
+                "SIVT" if bad else None,
+                ["model-score-above-slice-threshold"] if bad else [],
+            ),
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
