@@ -18,3 +18,5 @@ def test_snapshot_reports_scoring_batches_and_state_flushes_separately() -> None
         6_990 <= snap["flush_cost_us"]["p99.9"] <= 7_010 and 2_995 <= snap["flush_cpu_us"]["p99.9"] <= 3_005
     )
     assert snap["invalid_by_slice"] == {"app/in": 1000}
+    assert snap["batch_cost_us"]["mean"] == 500.5 and snap["batch_cpu_us"]["mean"] == 250.0
+    assert snap["batch_cost_us"]["p50"] == 500 and snap["batch_size_mean"] == 2.0
