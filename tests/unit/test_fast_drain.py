@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
+from aiokafka import TopicPartition
 from faust.types import TP
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from app.fast_drain import FAUST_VERSION, FastDrainConsumer, run_until_blocked
+from app.fast_drain import FAUST_VERSION, FastDrainConsumer, QuickDelivery, run_until_blocked
 from app.faust_app import app
 from app.rebalance import CommitBeforeRevokeConsumer
 
@@ -202,3 +205,81 @@ def test_in_order_records_are_never_rewound_and_a_hole_that_stays_is_accepted_af
     asyncio.run(consumer._drain_messages(consumer.fetcher))
     assert seeks == [11, 11, 11]
     assert delivered == [12, 13]
+
+
+class _Channel:  # hashable by identity, as Faust's topics are
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def _create_event(self, key: bytes, value: bytes, headers: Any, message: Any) -> Any:
+        return SimpleNamespace(value=value, message=message)
+
+
+class _QuickApp:
+    """What QuickDelivery reads of a Faust app: flow control, producer buffer, conductor, consumer."""
+
+    def __init__(self, channels: int = 1, maxsize: int = 10) -> None:
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.producer = SimpleNamespace(buffer=SimpleNamespace(size=0, max_messages=100))
+        self.full: list[TP] = []
+        self.consumer = SimpleNamespace(on_buffer_full=self.full.append, on_buffer_drop=lambda tp: None)
+        self.sensors = SimpleNamespace(on_topic_buffer_full=lambda tp: None)
+        self.queues = [
+            ThrowableQueue(maxsize=maxsize, flow_control=self.flow_control) for _ in range(channels)
+        ]
+        self.channels = {_Channel(queue) for queue in self.queues}
+        self.topics = SimpleNamespace(
+            _tp_to_callback_lock=asyncio.Lock(), _tp_index={TP_CLICKS: self.channels}
+        )
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        # Faust's messages carry aiokafka's TopicPartition, equal to Faust's TP but not one
+        self.tp = TopicPartition(TP_CLICKS.topic, TP_CLICKS.partition)
+        self.offset, self.key, self.value, self.headers = offset, b"k", b"v", []
+        self.refcount = 0
+
+    def incref(self, n: int = 1) -> None:
+        self.refcount += n
+
+
+def test_quick_delivery_queues_the_event_for_the_one_stream_of_the_partition() -> None:
+    fake = _QuickApp()
+    deliver = QuickDelivery(fake)
+    messages = [_Message(offset) for offset in range(3)]
+    assert all(deliver(m) for m in messages)
+    queued = [fake.queues[0].get_nowait() for _ in range(3)]
+    assert [event.message.offset for event in queued] == [0, 1, 2]
+    assert all(m.refcount == 1 for m in messages)  # counted in once, as Faust's conductor does
+
+
+@pytest.mark.parametrize(
+    "obstacle", ["rebalance", "producer buffer", "subscription change", "two streams", "queue full"]
+)
+def test_quick_delivery_leaves_to_faust_whatever_would_make_faust_wait(obstacle: str) -> None:
+    async def scenario() -> None:
+        fake = _QuickApp(channels=2 if obstacle == "two streams" else 1, maxsize=1)
+        if obstacle == "rebalance":
+            fake.flow_control.suspend()
+        elif obstacle == "producer buffer":
+            fake.producer.buffer.size = 101
+        elif obstacle == "subscription change":
+            await fake.topics._tp_to_callback_lock.acquire()
+        elif obstacle == "queue full":
+            assert QuickDelivery(fake)(_Message(0))
+        message = _Message(1)
+        assert not QuickDelivery(fake)(message)
+        assert message.refcount == 0 and all(q.qsize() == (obstacle == "queue full") for q in fake.queues)
+
+    asyncio.run(scenario())
+
+
+def test_quick_delivery_reports_pressure_with_one_callback_pair_per_partition() -> None:
+    fake = _QuickApp(maxsize=4)
+    deliver = QuickDelivery(fake)
+    for offset in range(4):
+        assert deliver(_Message(offset))
+    assert fake.full == [TP_CLICKS]  # high pressure told once, until it drops
+    assert all(type(tp) is TP for tp in fake.full)  # Faust's consumer asserts its own type
+    assert len(fake.queues[0]._pending_pressure_drop_callbacks) == 1
