@@ -128,11 +128,12 @@ class WorkerStats:
 
 
 def _percentiles(h: SummingHistogram) -> dict[str, float]:
-    at = h.get_percentile_to_value_dict([50, 99, 99.9])  # one walk of the buckets for the three
+    # one walk of the buckets for the three; an empty histogram gives no entries (0, as before)
+    at = h.get_percentile_to_value_dict([50, 99, 99.9])
     return {
-        "p50": at[50],
-        "p99": at[99],
-        "p99.9": at[99.9],
+        "p50": at.get(50, 0),
+        "p99": at.get(99, 0),
+        "p99.9": at.get(99.9, 0),
         "max": h.get_max_value(),
         "mean": round(h.mean(), 1),
     }

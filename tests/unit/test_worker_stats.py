@@ -20,3 +20,10 @@ def test_snapshot_reports_scoring_batches_and_state_flushes_separately() -> None
     assert snap["invalid_by_slice"] == {"app/in": 1000}
     assert snap["batch_cost_us"]["mean"] == 500.5 and snap["batch_cpu_us"]["mean"] == 250.0
     assert snap["batch_cost_us"]["p50"] == 500 and snap["batch_size_mean"] == 2.0
+
+
+def test_a_snapshot_before_the_first_batch_reports_zeros() -> None:
+    snap = WorkerStats().snapshot()  # the stats timer fires before any click has come
+    assert snap["batches"] == 0 and snap["batch_size_mean"] == 0
+    for name in ("batch_cost_us", "batch_cpu_us", "flush_cost_us", "flush_cpu_us"):
+        assert snap[name] == {"p50": 0, "p99": 0, "p99.9": 0, "max": 0, "mean": 0}
