@@ -21,7 +21,7 @@ from agents.delivery import acking
 from agents.event_batches import take_batches
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
-from agents.record_batches import RecordBatches, kafka_producer
+from agents.record_batches import RecordBatches, fetch_metadata, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
 from app.events import encode_entity_bundle
@@ -58,6 +58,7 @@ async def ip_counters(stream: faust.StreamT[bytes]) -> None:
     partitions, bundle_max = settings.click_partitions, settings.batch_max_events
     async with acking(stream, "ip-counters") as acker:
         out, dlq = clicks_by_entity_topic.get_topic_name(), clicks_dlq_topic.get_topic_name()
+        await fetch_metadata(kafka, out, ip_writer.changelog)
         async for events in take_batches(stream, 1000, settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
             deliveries: list = []

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, ProducerClosed
 from aiokafka.structs import TopicPartition
 
-__all__ = ["RecordBatches", "SentBatch", "kafka_producer"]
+__all__ = ["RecordBatches", "SentBatch", "kafka_producer", "fetch_metadata"]
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -50,6 +50,15 @@ class SentBatch(NamedTuple):
 def kafka_producer(app: Any) -> Any:
     """The aiokafka producer under Faust's (faust-streaming 0.15.3 keeps it private)."""
     return app.producer._ensure_producer()
+
+
+async def fetch_metadata(producer: Any, *topics: str) -> None:
+    """Have the producer's metadata for ``topics`` before the first records go out.
+
+    A stage's first batch for a topic otherwise waits for a metadata request (3-99 ms measured),
+    inside a scoring batch or a state flush, where it showed as their p99.9."""
+    for topic in topics:
+        await producer.partitions_for(topic)
 
 
 class RecordBatches:

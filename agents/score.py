@@ -24,10 +24,10 @@ from agents.delivery import acking
 from agents.event_batches import take_batches
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
-from agents.record_batches import RecordBatches, kafka_producer
+from agents.record_batches import RecordBatches, fetch_metadata, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
-from app.events import Click, EnrichedClick, decode_entity_bundle, format_time, verdict_wire
+from app.events import Click, EnrichedClick, decode_entity_bundle, format_time, model_verdict_wire
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
@@ -89,7 +89,7 @@ def verdict_values(
     model_version: str,
     decided_at_ms: int,
 ) -> list[bytes]:
-    """One live verdict (revision 0) per click, as the JSON of :func:`app.events.verdict_wire`.
+    """One live verdict (revision 0) per click, as the JSON of :func:`app.events.model_verdict_wire`.
 
     Pure, so tests can call it. No :class:`app.events.Verdict` objects in between: building one per
     click and then its dict cost about as much as the JSON itself.
@@ -97,22 +97,8 @@ def verdict_values(
     decided_at, dumps, option = format_time(decided_at_ms), orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
     return [
         dumps(
-            verdict_wire(
-                click.click_id,
-                click.event_time_ms,
-                "invalid" if bad else "valid",
-                score,
-                threshold,
-                click.slice,
-                model_version,
-                0,
-                "live",
-                decided_at,
-                FEATURE_VERSION,
-                vector,
-                None,
-                "SIVT" if bad else None,
-                ["model-score-above-slice-threshold"] if bad else [],
+            model_verdict_wire(
+                click, bad, score, threshold, model_version, 0, "live", decided_at, FEATURE_VERSION, vector
             ),
             option=option,
         )
@@ -161,6 +147,8 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
     scorer = load_scorer()
     freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
     max_events, max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
+    outputs = (verdicts_topic.get_topic_name(), user_writer.changelog, session_writer.changelog)
+    await fetch_metadata(kafka_producer(app), *outputs)
     async with acking(stream, "score-clicks") as acker:
         async for events in take_batches(stream, max_events, max_wait_s):
             events = current_events(app, events)

@@ -50,6 +50,11 @@ class TableWriter:
         return str(self.table.name)
 
     @property
+    def changelog(self) -> str:
+        """The table's changelog topic."""
+        return str(self.table.changelog_topic.get_topic_name())
+
+    @property
     def offset_key(self) -> bytes:
         """The key under which Faust's store keeps its changelog offset in each database."""
         return bytes(self._store.offset_key)
@@ -104,7 +109,7 @@ class TableWriter:
         self.persist_offsets()
         if not self._pending:
             return []
-        topic = self.table.changelog_topic.get_topic_name()
+        topic = self.changelog
         pending, self._pending = self._pending, {}
         batches = RecordBatches(producer)
         for (partition, key), value in pending.items():

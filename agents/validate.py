@@ -20,7 +20,7 @@ from agents.delivery import acking
 from agents.event_batches import take_batches
 from agents.faust_compat import current_events
 from agents.headers import forward_headers
-from agents.record_batches import RecordBatches, kafka_producer
+from agents.record_batches import RecordBatches, fetch_metadata, kafka_producer
 from app.exceptions import InvalidEvent
 from app.faust_app import (
     app,
@@ -46,6 +46,7 @@ async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
             clicks_by_ip_topic.get_topic_name(),
             clicks_dlq_topic.get_topic_name(),
         )
+        await fetch_metadata(kafka, out)
         async for events in take_batches(stream, 1000, settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
             deliveries, batches = [], RecordBatches(kafka)

@@ -40,6 +40,8 @@ __all__ = [
     "AccountRfm",
     "Verdict",
     "verdict_wire",
+    "model_verdict_wire",
+    "MODEL_REASON",
     "ModelControl",
     "parse_click",
     "parse_purchase",
@@ -258,6 +260,44 @@ class ModelControl:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_wire())
+
+
+#: Why the model's decision made a click invalid: its score is above its slice's threshold.
+MODEL_REASON: Final = "model-score-above-slice-threshold"
+
+
+def model_verdict_wire(
+    click: Click,
+    bad: bool,
+    score: float,
+    threshold: float,
+    model_version: str,
+    revision: int,
+    source: str,
+    decided_at: str,
+    feature_version: str,
+    features: Sequence[float] | np.ndarray,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    """:func:`verdict_wire` of the model's decision on ``click`` (live and replay): an invalid click
+    is SIVT, for the one reason the model gives."""
+    return verdict_wire(
+        click.click_id,
+        click.event_time_ms,
+        "invalid" if bad else "valid",
+        score,
+        threshold,
+        click.slice,
+        model_version,
+        revision,
+        source,
+        decided_at,
+        feature_version,
+        features,
+        job_id,
+        "SIVT" if bad else None,
+        [MODEL_REASON] if bad else [],
+    )
 
 
 # --------------------------------------------------------------------------------------------------

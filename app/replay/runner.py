@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app import topics
-from app.events import format_time, verdict_wire
+from app.events import format_time, model_verdict_wire
 from app.features import FEATURE_VERSION, OfflineFeatureEngine
 from app.replay.decide import Action, Prior, plan
 from app.replay.exceptions import BadJob
@@ -304,13 +304,11 @@ class JobRunner:
     ) -> bytes:
         """The verdict's JSON (:func:`app.events.verdict_wire`, the one layout)."""
         return orjson.dumps(
-            verdict_wire(
-                click.click_id,
-                click.event_time_ms,
-                "invalid" if bad else "valid",
+            model_verdict_wire(
+                click,
+                bad,
                 score,
                 threshold,
-                click.slice,
                 self.scorer.version,
                 revision,
                 "replay",
@@ -318,8 +316,6 @@ class JobRunner:
                 FEATURE_VERSION,
                 vector,
                 self.job.job_id,
-                "SIVT" if bad else None,
-                ["model-score-above-slice-threshold"] if bad else [],
             ),
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
