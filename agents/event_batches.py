@@ -54,7 +54,10 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
 
     try:
         while not stream.should_stop:
-            first = await queue.get()
+            try:
+                first = await queue.get()
+            except StopAsyncIteration:  # the channel stopped (the worker stops): the end, not a crash
+                return
             batch = [first] if accept(first) else []
             deadline = loop.time() + within_s
             while len(batch) < max_events:
@@ -66,6 +69,10 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
                         event = await asyncio.wait_for(queue.get(), remaining)
                     except TimeoutError:
                         break
+                    except StopAsyncIteration:  # stopping: the partial batch is read again next time
+                        for event in batch:
+                            unacked.discard(event.message)
+                        return
                 else:
                     event = queue.get_nowait()
                 if accept(event):

@@ -135,3 +135,32 @@ def test_an_error_thrown_into_the_channel_reaches_the_agent() -> None:
             await anext(batches)
 
     asyncio.run(run())
+
+
+def test_a_stopping_channel_ends_the_batches_instead_of_crashing_the_agent() -> None:
+    async def run() -> None:
+        stream = _Stream()
+        stream.queue._throw(StopAsyncIteration())  # what a stream that stops sends its channel
+        batches = take_batches(stream, 10, within_s=0.01)
+        with pytest.raises(StopAsyncIteration):  # the agent's `async for` just ends
+            await anext(batches)
+        assert stream.stopped
+
+    asyncio.run(run())
+
+
+def test_a_batch_cut_short_by_a_stop_is_not_processed_nor_left_in_flight() -> None:
+    async def run() -> None:
+        stream = _Stream()
+        stream.put(1)
+        stream.put(2)
+        batches = take_batches(stream, 10, within_s=5.0)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.05)  # it holds events 1 and 2 and waits for more
+        assert len(stream.app.consumer._unacked_messages) == 2
+        stream.queue._throw(StopAsyncIteration())
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+        assert stream.app.consumer._unacked_messages == set()  # read again after the restart
+
+    asyncio.run(run())
