@@ -102,7 +102,7 @@ class QuickDelivery:
 
     def __init__(self, app: Any) -> None:
         self.app, self.conductor = app, app.topics
-        self._pressure: dict[TP, tuple[Any, Any]] = {}
+        self._pressure: dict[Any, tuple[Any, Any]] = {}  # by the messages' own tp type
 
     def __call__(self, message: Any) -> bool:
         app, conductor = self.app, self.conductor

@@ -52,11 +52,15 @@ class SummingHistogram(HdrHistogram):
 
     def __init__(self, highest: int) -> None:
         super().__init__(1, highest, 3)
-        self.value_sum = 0
+        self.highest, self.value_sum = highest, 0
 
     def record_value(self, value: int, count: int = 1) -> bool:
         self.value_sum += value * count
         return bool(super().record_value(value, count))
+
+    def record(self, value: float) -> None:
+        """Record ``value`` as an integer clamped to the histogram's range: too slow is kept, not lost."""
+        self.record_value(min(max(int(value), 1), self.highest))
 
     def mean(self) -> float:
         count = self.get_total_count()
@@ -86,15 +90,15 @@ class WorkerStats:
     ip_stage_clicks: int = 0
 
     def record_batch(self, cost_us: float, cpu_us: float, slices: list[str], invalid: list[bool]) -> None:
-        self.batch_cost_us.record_value(min(max(int(cost_us), 1), _MAX_US))
-        self.batch_cpu_us.record_value(min(max(int(cpu_us), 1), _MAX_US))
-        self.batch_sizes.record_value(max(len(slices), 1))
+        self.batch_cost_us.record(cost_us)
+        self.batch_cpu_us.record(cpu_us)
+        self.batch_sizes.record(len(slices))
         self.clicks_by_slice.update(slices)
         self.invalid_by_slice.update(s for s, bad in zip(slices, invalid, strict=True) if bad)
 
     def record_flush(self, cost_us: float, cpu_us: float) -> None:
-        self.flush_cost_us.record_value(min(max(int(cost_us), 1), _MAX_US))
-        self.flush_cpu_us.record_value(min(max(int(cpu_us), 1), _MAX_US))
+        self.flush_cost_us.record(cost_us)
+        self.flush_cpu_us.record(cpu_us)
 
     def snapshot(self) -> dict[str, Any]:
         h = self.batch_cost_us
