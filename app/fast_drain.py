@@ -35,6 +35,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
+from app.consumer_thread import ShortFetchWaitConsumerThread
+
 __all__ = ["FAUST_VERSION", "FastDrainConsumer", "QuickDelivery", "run_until_blocked"]
 
 log = logging.getLogger(__name__)
@@ -227,10 +229,18 @@ class FastDrainConsumer(AIOKafkaConsumer):
     rewinds: dict[TP, tuple[int, int, int]]
     #: Polls taken by the drain loop so far.
     polls: int = 0
+    #: Longest the broker holds a fetch that finds nothing new, ms (app.consumer_thread); the
+    #: worker's app sets it from ``IVT_FETCH_MAX_WAIT_MS`` (app.rebalance.install).
+    fetch_max_wait_ms: int = 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sought, self.rewinds = set(), {}
+
+    def _new_consumer_thread(self) -> ShortFetchWaitConsumerThread:
+        return ShortFetchWaitConsumerThread(
+            self, loop=self.loop, beacon=self.beacon
+        )  # as Faust's, but its own class
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

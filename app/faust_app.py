@@ -69,7 +69,7 @@ app = faust.App(
 )
 
 
-install_commit_before_revoke(app)
+install_commit_before_revoke(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
 
 def drop_monitor_sensor() -> None:

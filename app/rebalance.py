@@ -116,8 +116,11 @@ def processed_acks(consumer: Any) -> Iterator[None]:
         consumer.acking_processed = False
 
 
-def install(app: Any) -> None:
-    """Make ``app`` create :class:`CommitBeforeRevokeConsumer` (call before its consumer exists)."""
+def install(app: Any, fetch_max_wait_ms: int = CommitBeforeRevokeConsumer.fetch_max_wait_ms) -> None:
+    """Make ``app`` create a :class:`CommitBeforeRevokeConsumer` whose fetches wait at most
+    ``fetch_max_wait_ms`` on the broker (call before the app creates its consumer)."""
     if app._consumer is not None:
         raise RuntimeError("install() must run before the app creates its consumer")
-    app.transport.Consumer = CommitBeforeRevokeConsumer
+    app.transport.Consumer = type(
+        "WorkerConsumer", (CommitBeforeRevokeConsumer,), {"fetch_max_wait_ms": fetch_max_wait_ms}
+    )

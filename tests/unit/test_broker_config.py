@@ -16,6 +16,7 @@ from app.broker.jars import cache_root, ensure_jars, kafka_home
 from app.broker.local import (
     BrokerState,
     LocalBroker,
+    broker_command,
     new_cluster_id,
     pick_free_ports,
     port_in_use,
@@ -57,6 +58,17 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
         k: v for k, v in props.items() if k.endswith("replication.factor") or k.endswith("min.isr")
     }
     assert replication and set(replication.values()) == {"1"}
+    # Small preallocated indexes: a fault in a sparse 10 MiB one zeroed megabytes of holes.
+    assert props["log.index.size.max.bytes"] == "1048576"
+
+
+def test_broker_jvm_has_a_fixed_heap_and_regions_no_worker_request_is_humongous_in(tmp_path: Path) -> None:
+    cmd = broker_command("java", tmp_path / "jars", tmp_path / "server.properties", heap="768m")
+    assert cmd[0] == "java" and cmd[-2:] == ["kafka.Kafka", str(tmp_path / "server.properties")]
+    assert "-Xmx768m" in cmd and "-Xms768m" in cmd
+    # G1 calls an allocation over half a region humongous: 16 MiB regions let an 8 MiB request in.
+    assert "-XX:+UseG1GC" in cmd and "-XX:G1HeapRegionSize=16m" in cmd
+    assert "-XX:TieredStopAtLevel=1" in cmd
 
 
 def test_cluster_id_is_kafka_uuid_form() -> None:

@@ -283,3 +283,27 @@ def test_quick_delivery_reports_pressure_with_one_callback_pair_per_partition() 
     assert fake.full == [TP_CLICKS]  # high pressure told once, until it drops
     assert all(type(tp) is TP for tp in fake.full)  # Faust's consumer asserts its own type
     assert len(fake.queues[0]._pending_pressure_drop_callbacks) == 1
+
+
+def test_the_worker_consumer_asks_the_broker_to_hold_an_empty_fetch_only_as_long_as_the_setting_says() -> (
+    None
+):
+    # Faust fixes 1500 ms: a fetch for drained partitions then held back the next stage's input.
+    from app.faust_app import settings
+    from app.rebalance import install
+
+    async def fetch_wait_of(fetch_max_wait_ms: int | None) -> int:
+        other = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+        if fetch_max_wait_ms is None:
+            install(other)
+        else:
+            install(other, fetch_max_wait_ms=fetch_max_wait_ms)
+        client = other.consumer._thread._create_worker_consumer(other.transport)
+        try:
+            return client._fetch_max_wait_ms
+        finally:
+            await client.stop()
+
+    assert asyncio.run(fetch_wait_of(35)) == 35
+    assert asyncio.run(fetch_wait_of(None)) == settings.fetch_max_wait_ms == 20
+    assert app.transport.Consumer.fetch_max_wait_ms == settings.fetch_max_wait_ms

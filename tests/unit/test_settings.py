@@ -31,6 +31,8 @@ def test_argument_beats_environment_beats_default() -> None:
 def test_bad_values_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="IVT_CLICK_PARTITIONS must be an integer"):
         Settings.from_env({"IVT_CLICK_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match="IVT_FETCH_MAX_WAIT_MS must be >= 0"):
+        Settings.from_env({"IVT_FETCH_MAX_WAIT_MS": "-1"})
     with pytest.raises(ConfigError, match="IVT_BROKER_PORT must be a TCP port"):
         Settings.from_env({"IVT_BROKER_PORT": "70000"})
     with pytest.raises(ConfigError, match="unknown setting"):
