@@ -502,7 +502,9 @@ def main() -> None:
             ("latency p99.9", ms(99.9)),
             (
                 f"the same without the first {args.settle_seconds:g} s of load, p50 / p99 / p99.9",
-                f"{ms(50, calm)} / {ms(99, calm)} / {ms(99.9, calm)}",
+                f"{ms(50, calm)} / {ms(99, calm)} / {ms(99.9, calm)}"
+                if calm.get_total_count()
+                else "no load after them (--latency-seconds is not longer)",
             ),
             ("verdicts measured / clicks sent", f"{hist.get_total_count():,} / {expected:,}"),
             (
