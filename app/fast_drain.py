@@ -36,6 +36,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
 from app.consumer_thread import ShortFetchWaitConsumerThread
+from app.settings import Settings
 
 __all__ = ["FAUST_VERSION", "FastDrainConsumer", "QuickDelivery", "run_until_blocked"]
 
@@ -231,16 +232,15 @@ class FastDrainConsumer(AIOKafkaConsumer):
     polls: int = 0
     #: Longest the broker holds a fetch that finds nothing new, ms (app.consumer_thread); the
     #: worker's app sets it from ``IVT_FETCH_MAX_WAIT_MS`` (app.rebalance.install).
-    fetch_max_wait_ms: int = 20
+    fetch_max_wait_ms: int = Settings.fetch_max_wait_ms
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sought, self.rewinds = set(), {}
 
     def _new_consumer_thread(self) -> ShortFetchWaitConsumerThread:
-        return ShortFetchWaitConsumerThread(
-            self, loop=self.loop, beacon=self.beacon
-        )  # as Faust's, but its own class
+        # What Faust's driver does, with the thread class that sets the fetch wait.
+        return ShortFetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

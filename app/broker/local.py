@@ -61,9 +61,9 @@ _MAIN_CLASS = "kafka.Kafka"
 #:   regions for this heap: each buffer over half a region was a "humongous" allocation that started
 #:   a collection and a concurrent mark (54 of 56 collections in one benchmark, up to 0.9 s of GC
 #:   threads per 3.5 s drain). 16 MiB regions put the threshold at 8 MiB.
-#: - C1 only. The C2 compiler threads took 0.3-1.1 s of CPU per drain, every drain of a benchmark, on
+#: - C1 only. The C2 compiler threads took 0.26-1.1 s of CPU per drain, every drain of a benchmark, on
 #:   the short-lived broker of a test or benchmark run; with C1 alone they took 0.01-0.14 s, and the
-#:   request handlers' own CPU did not grow (0.24-0.32 s against 0.32-0.52 s).
+#:   request handlers' CPU did not grow (0.32-0.43 s per drain against 0.37-0.71 s with C2).
 JVM_OPTIONS = (
     "-XX:+UseG1GC",
     "-XX:G1HeapRegionSize=16m",
