@@ -307,3 +307,34 @@ def test_the_worker_consumer_asks_the_broker_to_hold_an_empty_fetch_only_as_long
     assert asyncio.run(fetch_wait_of(35)) == 35
     assert asyncio.run(fetch_wait_of(None)) == settings.fetch_max_wait_ms == 20
     assert app.transport.Consumer.fetch_max_wait_ms == settings.fetch_max_wait_ms
+
+
+def test_quick_delivery_on_a_real_app_builds_faust_s_own_event_and_reads_its_buffer_size() -> None:
+    # The settings Faust looks up per message are read once; what comes out must not change.
+    async def scenario() -> None:
+        real = faust.App("quick-delivery-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+        topic = real.topic("clicks", value_serializer="raw")
+        real.topics.add(topic)
+        queue = topic.queue
+        real.topics._tp_index[TP_CLICKS] = {topic}
+        real.flow_control.resume()
+        deliver = QuickDelivery(real)
+        buffer = real.producer.buffer
+        assert deliver._buffer_size() == buffer.size == 0
+        buffer.pending.put_nowait(object())
+        assert deliver._buffer_size() == buffer.size == 1
+
+        message = _Message(7)
+        message.headers = [("h", b"1")]
+        assert deliver(message)
+        event = queue.get_nowait()
+        faust_event = topic._create_event(message.key, message.value, message.headers, message=message)
+        assert type(event) is type(faust_event) is real.conf.Event
+        assert (event.key, event.value, event.headers, event.message) == (
+            faust_event.key,
+            faust_event.value,
+            faust_event.headers,
+            faust_event.message,
+        )
+
+    asyncio.run(scenario())
