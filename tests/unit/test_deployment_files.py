@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from app.broker.local import JVM_OPTIONS
 from app.cli import cli
 from app.settings import ENV_PREFIX, Settings
 
@@ -19,6 +20,13 @@ def test_compose_runs_a_kraft_kafka_of_the_pinned_version() -> None:
     kafka = COMPOSE["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{Settings().kafka_version}"
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_compose_broker_has_the_heap_regions_the_local_broker_has() -> None:
+    # 1 MiB regions made every large produce request a humongous allocation and a collection.
+    region = next(option for option in JVM_OPTIONS if option.startswith("-XX:G1HeapRegionSize="))
+    options = COMPOSE["services"]["kafka"]["environment"]["KAFKA_JVM_PERFORMANCE_OPTS"].split()
+    assert region in options and "-XX:+UseG1GC" in options
 
 
 def test_compose_uses_only_known_settings() -> None:
