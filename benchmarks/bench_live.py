@@ -307,6 +307,19 @@ def settled(samples: list[tuple[int, int]], skip_s: float) -> HdrHistogram:
     return hist
 
 
+def verdict_rate_during_load(samples: list[tuple[int, int]], seconds: float) -> float:
+    """Verdicts per second that were out while the load ran (from the first intended send time for
+    ``seconds``): equal to the offered rate when the worker keeps up, lower when its lag grows.
+
+    A drain rate says what a worker does with a backlog; this says whether it keeps up with live
+    arrival, which is what an open-loop load at a given rate asks."""
+    if not samples:
+        return 0.0
+    start = min(sent for sent, _ in samples)
+    end = start + int(seconds * 1e9)
+    return sum(1 for sent, latency in samples if sent + latency * 1000 <= end) / seconds
+
+
 def by_second(samples: list[tuple[int, int]], start_ns: int) -> dict[int, tuple[int, float, float]]:
     """second of the load -> (samples, p50 ms, max ms), by intended send time: where the tail happens."""
     buckets: dict[int, list[int]] = {}
@@ -477,6 +490,7 @@ def main() -> None:
             return f"{h.get_value_at_percentile(q) / 1000:,.1f} ms"
 
         calm = settled(latency.samples, args.settle_seconds)
+        during = verdict_rate_during_load(latency.samples, args.latency_seconds)
 
         rows = [
             ("raw aiokafka consume->produce (ceiling)", f"{raw:,.0f} records/s"),
@@ -508,6 +522,10 @@ def main() -> None:
             ),
             ("verdicts measured / clicks sent", f"{hist.get_total_count():,} / {expected:,}"),
             (
+                f"verdicts out per second while the load ran (offered {half:,.0f})",
+                f"{during:,.0f} ({'kept up' if during >= 0.95 * half else 'fell behind: lag grew'})",
+            ),
+            (
                 "in-process batch cost p50 / p99 / p99.9",
                 f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us",
             ),
@@ -519,7 +537,10 @@ def main() -> None:
                 "state flush per take (RocksDB + changelog records), wall / CPU p99.9",
                 f"{flush.get('p99.9', 0):,} / {flush_cpu.get('p99.9', 0):,} us",
             ),
-            ("mean batch size at half rate", f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}"),
+            (
+                "mean scoring batch in the latency phase",
+                f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}",
+            ),
             ("worker peak RSS", f"{rss:,.0f} MiB"),
             ("scoring provider", provider),
         ]

@@ -8,7 +8,14 @@ of one core, read from ``/proc``. A gap (no output, both processes idle) is a wa
 is the limit; kernel time that grows from run to run is the machine (ARCHITECTURE.md, "Then the
 stalls outside the worker", found with this).
 
+With ``--live-rate R`` it runs the same view under live arrival instead: one worker is started
+first, the simulator publishes R clicks/s for ``--live-seconds``, and each row (default 1 s) also
+shows the clicks published, the clicks per IP-stage bundle and the load generator's CPU (the
+script's own process), with the worker's CPU per verdict at the end. It tells whether a worker that
+falls behind is short of CPU or waiting, and which stage is behind (ARCHITECTURE.md, "Live arrival").
+
 Usage: ``python benchmarks/drain_timeline.py [--runs 4] [--backlog 30000] [--interval 0.25]``
+or ``python benchmarks/drain_timeline.py --live-rate 10000 [--live-seconds 20] [--interval 1]``
 (Linux only: it reads ``/proc``).
 """
 
@@ -33,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from app import topics  # noqa: E402
 from app.broker.local import LocalBroker  # noqa: E402
+from app.events import decode_entity_bundle  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.simulator.live import LiveOptions, publish_live  # noqa: E402
 from app.worker import WorkerProcess  # noqa: E402
@@ -79,8 +87,10 @@ class CpuSampler(threading.Thread):
         return out
 
 
-async def record_times(settings: Settings, topic: str) -> list[float]:
-    """Timestamps (s) of every record on ``topic``: read until three assigned polls bring nothing."""
+async def record_times(settings: Settings, topic: str, clicks_per_record: bool = False) -> list[float]:
+    """Timestamps (s) of every record on ``topic``: read until three assigned polls bring nothing.
+
+    With ``clicks_per_record`` (bundles) a record's timestamp comes once per click it carries."""
     consumer = _reader(settings, settings.topic(topic))
     await consumer.start()
     stamps: list[float] = []
@@ -90,10 +100,22 @@ async def record_times(settings: Settings, topic: str) -> list[float]:
             batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
             if consumer.assignment():
                 empty = 0 if batch else empty + 1
-            stamps += [m.timestamp / 1000 for msgs in batch.values() for m in msgs]
+            for msgs in batch.values():
+                for m in msgs:
+                    copies = len(decode_entity_bundle(m.value, [])) if clicks_per_record else 1
+                    stamps += [m.timestamp / 1000] * copies
     finally:
         await consumer.stop()
     return stamps
+
+
+def per_interval(start: float, width: float, **stamps: list[float]) -> dict[int, Counter[str]]:
+    """Interval index from ``start`` -> how many of each named list's timestamps fall in it."""
+    counts: dict[int, Counter[str]] = {}
+    for name, values in stamps.items():
+        for at in values:
+            counts.setdefault(int((at - start) // width), Counter())[name] += 1
+    return counts
 
 
 def one_drain(source: Settings, run: int, n: int, work: Path, broker_pid: int, width: float) -> None:
@@ -111,10 +133,7 @@ def one_drain(source: Settings, run: int, n: int, work: Path, broker_pid: int, w
     bundles = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY))
     verdicts = asyncio.run(record_times(settings, topics.VERDICTS))
     start = min(bundles)
-    counts: dict[int, Counter[str]] = {}
-    for name, stamps in (("bundles", bundles), ("verdicts", verdicts)):
-        for at in stamps:
-            counts.setdefault(int((at - start) // width), Counter())[name] += 1
+    counts = per_interval(start, width, bundles=bundles, verdicts=verdicts)
     cpu = sampler.per_interval(start, width)
     table = Table(title=f"drain {run + 1}: {got:,} verdicts at {rate:,.0f} clicks/s")
     for column in (
@@ -138,12 +157,72 @@ def one_drain(source: Settings, run: int, n: int, work: Path, broker_pid: int, w
     console.print(table)
 
 
+def live_load(bootstrap: str, rate: float, seconds: float, work: Path, broker_pid: int, width: float) -> None:
+    """One worker under open-loop load at ``rate`` clicks/s for ``seconds``, interval by interval."""
+    settings = phase_settings(bootstrap, 200, work, keyed=True)
+    worker = WorkerProcess(settings, work / "worker-live.log")
+    worker.wait_ready(timeout=180)
+    sampler = CpuSampler({"worker": worker.proc.pid, "broker": broker_pid, "generator": os.getpid()})
+    sampler.start()
+    try:
+        options = LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=7)
+        report = asyncio.run(publish_live(settings, options, console=Console(quiet=True)))
+        got, _ = drain_rate(settings, report.acked)
+    finally:
+        sampler.done.set()
+        worker.stop()
+    clicks = asyncio.run(record_times(settings, topics.CLICKS))
+    bundled = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY, clicks_per_record=True))
+    bundles = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY))
+    verdicts = asyncio.run(record_times(settings, topics.VERDICTS))
+    start = min(clicks)
+    counts = per_interval(start, width, clicks=clicks, bundled=bundled, bundles=bundles, verdicts=verdicts)
+    cpu = sampler.per_interval(start, width)
+    table = Table(
+        title=f"live load: {rate:,.0f} clicks/s for {seconds:g} s, {got:,} verdicts"
+        " (clicks per row; CPU in % of one core)"
+    )
+    for column in (
+        "from s",
+        "published",
+        "IP stage",
+        "per bundle",
+        "verdicts",
+        "worker %",
+        "broker %",
+        "generator %",
+    ):
+        table.add_column(column, justify="right")
+    for index in range(0, max(counts) + 1):
+        c, u = counts.get(index, Counter()), cpu.get(index, Counter())
+        table.add_row(
+            f"{index * width:.2f}",
+            f"{c['clicks']:,}",
+            f"{c['bundled']:,}",
+            f"{c['bundled'] / c['bundles']:.1f}" if c["bundles"] else "-",
+            f"{c['verdicts']:,}",
+            *(f"{100 * u[key] / width:.0f}" for key in ("worker", "broker", "generator")),
+        )
+    console.print(table)
+    worker_cpu = sum(u["worker"] for u in cpu.values())
+    during = sum(counts.get(index, Counter())["verdicts"] for index in range(int(seconds / width)))
+    console.print(
+        f"worker CPU {worker_cpu:.1f} s for {got:,} verdicts: {1e6 * worker_cpu / max(got, 1):.0f} us per click;"
+        f" verdicts while the load ran: {during / seconds:,.0f}/s of {rate:,.0f}/s offered"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4, help="drains, one after another on one broker")
     parser.add_argument("--backlog", type=int, default=30_000, help="clicks per drain")
-    parser.add_argument("--interval", type=float, default=0.25, help="seconds per row")
+    parser.add_argument("--interval", type=float, default=None, help="seconds per row (0.25; live: 1)")
+    parser.add_argument(
+        "--live-rate", type=float, default=0.0, help="clicks/s of open-loop load into one worker instead"
+    )
+    parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the live load")
     args = parser.parse_args()
+    width = args.interval or (1.0 if args.live_rate else 0.25)
     if not Path("/proc/self/stat").exists():
         raise SystemExit("drain_timeline reads /proc: it runs on Linux only")
     work = Path(tempfile.mkdtemp(prefix="ivt-timeline-"))
@@ -152,11 +231,14 @@ def main() -> None:
     )
     state = broker.start()
     try:
+        if args.live_rate:
+            live_load(state.bootstrap, args.live_rate, args.live_seconds, work, state.pid, width)
+            return
         source = phase_settings(state.bootstrap, 1, work, keyed=True)
         options = LiveOptions(rate=40_000, duration_s=args.backlog / 40_000, progress=False, seed=3)
         asyncio.run(publish_live(source, options, console=Console(quiet=True)))
         for run in range(args.runs):
-            one_drain(source, run, args.backlog, work, state.pid, args.interval)
+            one_drain(source, run, args.backlog, work, state.pid, width)
     finally:
         broker.stop()
 
