@@ -38,7 +38,7 @@ from app.faust_app import (
 )
 from app.features import IpState, ip_stage
 from app.metrics import STATS
-from app.topics import key_partition
+from app.topics import key_partitions
 from app.validation import dlq_record, route, route_keyed
 
 __all__ = ["ip_counters", "ip_states"]
@@ -62,7 +62,8 @@ async def ip_counters(stream: faust.StreamT[bytes]) -> None:
         async for events in take_batches(stream, 1000, settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
             deliveries: list = []
-            bundles: dict[int, list] = {}
+            routed: list[tuple] = []  # (click, IP features, headers) in order, for their bundles
+            entity_keys: list[bytes] = []
             for event in events:
                 message = event.message
                 if KEYED_BY_IP:
@@ -77,9 +78,11 @@ async def ip_counters(stream: faust.StreamT[bytes]) -> None:
                 state, features = ip_stage(click, ip_writer.get(partition, key))
                 ip_writer.put(partition, key, state.to_bytes())
                 sweeper.maybe_sweep(partition, click.event_time_ms)
-                destination = key_partition(click.entity_key.encode(), partitions)
-                bundle = bundles.setdefault(destination, [])
-                bundle.append((click, features, forward_headers(message.headers)))
+                routed.append((click, features, forward_headers(message.headers)))
+                entity_keys.append(click.entity_key.encode())
+            bundles: dict[int, list] = {}
+            for destination, item in zip(key_partitions(entity_keys, partitions), routed, strict=True):
+                bundles.setdefault(destination, []).append(item)
             batches = RecordBatches(kafka)
             for destination, bundle in bundles.items():
                 for start in range(0, len(bundle), bundle_max):

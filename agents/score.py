@@ -33,7 +33,7 @@ from app.faust_app import app, clicks_by_entity_topic, settings, state_table, ve
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
 from app.gc_tuning import freeze_startup_heap
 from app.metrics import STATS, stats_dir
-from app.topics import key_partition
+from app.topics import key_partitions
 from models.registry import Registry
 from models.scorer import Scorer
 
@@ -153,17 +153,30 @@ async def score_clicks(stream: faust.StreamT[bytes]) -> None:
         async for events in take_batches(stream, max_events, max_wait_s):
             events = current_events(app, events)
             items = decode_events(events)
+            keys = [click.click_id.encode() for _, (click, _, _) in items]
+            partitions = key_partitions(keys, await RecordBatches(kafka_producer(app)).partitions(outputs[0]))
             deliveries = []
             for start in range(0, len(items), max_events):
                 if start:
                     await asyncio.sleep(0)  # let the producer send the previous batch's verdicts
-                deliveries += await score_batch(scorer, items[start : start + max_events])
+                end = start + max_events
+                deliveries += await score_batch(
+                    scorer, items[start:end], keys[start:end], partitions[start:end]
+                )
             deliveries += await flush_states(kafka_producer(app))
             await acker.submit(events, deliveries)
 
 
-async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]) -> list:
+async def score_batch(
+    scorer: Scorer,
+    items: Sequence[tuple[int, EnrichedClick]],
+    keys: Sequence[bytes],
+    partitions: Sequence[int],
+) -> list:
     """State, scores and verdicts of up to IVT_BATCH_MAX_EVENTS clicks, sent; their delivery futures.
+
+    ``keys`` are the verdicts' keys (the click ids) and ``partitions`` their partitions of
+    ``verdicts``, computed for the whole take at once (:func:`app.topics.key_partitions`).
 
     The user and session changes stay buffered in the table writers (reads see them) until
     :func:`flush_states`. The worker's in-process cost histograms time this call: batch formed ->
@@ -176,12 +189,10 @@ async def score_batch(scorer: Scorer, items: Sequence[tuple[int, EnrichedClick]]
     invalid, thresholds = scorer.decide(scores, slices)
     decided_at_ms = time.time_ns() // 1_000_000
     values = verdict_values(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
-    producer, out = kafka_producer(app), verdicts_topic.get_topic_name()
-    batches = RecordBatches(producer)
-    partitions = await batches.partitions(out)
-    for click, value, (_, (_, _, headers)) in zip(clicks, values, items, strict=True):
-        key = click.click_id.encode()
-        batches.add(out, key_partition(key, partitions), key, value, headers)
+    out = verdicts_topic.get_topic_name()
+    batches = RecordBatches(kafka_producer(app))
+    for key, partition, value, (_, (_, _, headers)) in zip(keys, partitions, values, items, strict=True):
+        batches.add(out, partition, key, value, headers)
     deliveries = [batch.future for batch in await batches.send()]
     STATS.record_batch(
         (time.perf_counter() - started) * 1e6,

@@ -7,8 +7,10 @@ then co-partitioned with its input. Compaction is used where only the latest val
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from murmurhash2 import murmurhash2
 
 from app.settings import Settings
@@ -31,6 +33,7 @@ __all__ = [
     "REPLAY_JOBS",
     "REPLAY_PROGRESS",
     "key_partition",
+    "key_partitions",
 ]
 
 CLICKS = "clicks"
@@ -118,6 +121,57 @@ def key_partition(key: bytes, partitions: int) -> int:
     and verdicts appended per partition. ``murmurhash2`` (Rust) costs 0.14 us a key here, aiokafka's
     pure-Python ``murmur2`` 4.5 us, which was 3-5 % of a worker's time."""
     return (murmurhash2(key, _KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
+
+
+_M = np.uint32(0x5BD1E995)
+#: numpy releases the GIL in loops over more than 500 elements (NPY_BEGIN_THREADS_THRESHOLDED)
+_GIL_HELD_UP_TO = 500
+
+
+def key_partitions(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """:func:`key_partition` of many keys at once: the stages' hot path, a take of clicks at a time.
+
+    ``murmurhash2`` releases the GIL around each hash (pyo3 ``allow_threads``). In a worker, whose
+    Kafka consumer thread is waiting for the GIL much of the time, each release hands the GIL over
+    and back: 2.8 us of the main thread's CPU per call, measured inside a worker draining 100,000
+    clicks, against 0.14 us on an idle interpreter, for two calls per click. This is the same murmur2
+    over all keys at once in numpy, 500 at a time: numpy releases the GIL in loops over more
+    elements, and the first version, called with takes of up to 1,000 keys, cost 0.74 us a key in
+    the worker for that reason. 0.2 us a key for 250 keys, 1.3 us for 32 uuids. A property test
+    holds it equal to :func:`key_partition` for any keys.
+    """
+    if len(keys) > _GIL_HELD_UP_TO:
+        return [
+            partition
+            for start in range(0, len(keys), _GIL_HELD_UP_TO)
+            for partition in key_partitions(keys[start : start + _GIL_HELD_UP_TO], partitions)
+        ]
+    n = len(keys)
+    if not n:
+        return []
+    lengths = np.fromiter(map(len, keys), dtype=np.uint32, count=n)
+    width = max(4, (int(lengths.max()) + 3) & ~3)
+    # Zero padding to a common width: whole 4-byte words are murmur2's body, and the tail word of
+    # a key (its last 1-3 bytes and zeros) is exactly the value murmur2 folds in for its tail.
+    words = np.frombuffer(b"".join([key.ljust(width, b"\0") for key in keys]), dtype="<u4")
+    words = words.reshape(n, width >> 2)
+    h = lengths ^ np.uint32(_KAFKA_MURMUR2_SEED)
+    whole = lengths >> 2
+    for j in range(width >> 2):
+        k = words[:, j] * _M
+        k ^= k >> 24
+        k *= _M
+        mixed = h * _M
+        mixed ^= k
+        np.copyto(h, mixed, where=whole > j)
+    has_tail = (lengths & 3) > 0
+    if has_tail.any():
+        tail = words[np.arange(n), np.minimum(whole, (width >> 2) - 1)]
+        np.copyto(h, (h ^ tail) * _M, where=has_tail)
+    h ^= h >> 13
+    h *= _M
+    h ^= h >> 15
+    return ((h & np.uint32(0x7FFFFFFF)) % partitions).tolist()
 
 
 ALL_TOPICS = (
