@@ -14,7 +14,9 @@ Phases, all in one run on one local broker:
 3. **Latency**: a fresh worker under open-loop simulated load at half the sustained rate (or
    ``--latency-rate``); latency of
    each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
-   slow producer cannot hide queueing), in an HDR histogram.
+   slow producer cannot hide queueing), in an HDR histogram; and the verdicts that were out while
+   the load ran, per second, against the offered rate: whether the worker kept up with live arrival
+   (a drain rate does not say; at ``--latency-rate 10000`` one worker does not, README "Measured").
 4. **In-process cost**: the worker's own histograms of "batch formed -> verdicts handed to the
    producer", in wall time and in CPU time of its event-loop thread (the difference is time the
    process waited for a core), and its peak RSS, from its stats file.
