@@ -30,7 +30,7 @@ from app.faust_app import (
     drop_monitor_sensor,
     settings,
 )
-from app.topics import key_partition
+from app.topics import key_partitions
 from app.validation import dlq_record, route
 
 __all__ = ["validate_clicks"]
@@ -50,7 +50,7 @@ async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
         async for events in take_batches(stream, 1000, settings.batch_max_wait_ms / 1000):
             events = current_events(app, events)
             deliveries, batches = [], RecordBatches(kafka)
-            partitions = await batches.partitions(out)
+            valid: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []  # key, value, headers
             for event in events:
                 message = event.message
                 outcome = route(event.value, max_bytes)
@@ -58,14 +58,10 @@ async def validate_clicks(stream: faust.StreamT[bytes]) -> None:
                     key, value, headers = dlq_record(message, outcome.reason)
                     deliveries.append(await producer.send(dlq, key, value, None, None, headers))
                     continue
-                key = outcome.ip.encode()
-                batches.add(
-                    out,
-                    key_partition(key, partitions),
-                    key,
-                    outcome.to_json(),
-                    forward_headers(message.headers),
-                )
+                valid.append((outcome.ip.encode(), outcome.to_json(), forward_headers(message.headers)))
+            partitions = key_partitions([key for key, _, _ in valid], await batches.partitions(out))
+            for partition, (key, value, headers) in zip(partitions, valid, strict=True):
+                batches.add(out, partition, key, value, headers)
             deliveries += [batch.future for batch in await batches.send()]
             await acker.submit(events, deliveries)
 
