@@ -5,7 +5,7 @@ delivery future that the broker's answer later resolves one by one; through Faus
 also fires a signal. The stages send several records per click (verdict, changelog records), so that
 machinery was a large share of a worker's time. Every record's partition is known before it is sent
 (changelogs: the input event's; bundles: their entity's; verdicts: Kafka's default partitioner on
-the key, :func:`app.topics.key_partition`), so :class:`RecordBatches` collects them per partition and
+the key, :func:`app.topics.key_partitions`), so :class:`RecordBatches` collects them per partition and
 appends them straight to the producer's open batch of that partition, as ``send`` would, without a
 future per record: the batch's own future (resolved when the broker acknowledges it) is the delivery
 future of all the records appended to it. Same producer, same batches, same linger, same flush

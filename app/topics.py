@@ -117,9 +117,10 @@ _KAFKA_MURMUR2_SEED = 0x9747B28C
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the Java client and
-    aiokafka compute it), for records whose partition the stages name themselves: bundles of clicks,
-    and verdicts appended per partition. ``murmurhash2`` (Rust) costs 0.14 us a key here, aiokafka's
-    pure-Python ``murmur2`` 4.5 us, which was 3-5 % of a worker's time."""
+    aiokafka compute it), for records whose partition we name ourselves: bundles of clicks, and
+    verdicts appended per partition. One key at a time, the reference :func:`key_partitions` is held
+    to; the stages use that one (``murmurhash2`` releases the GIL on every call). aiokafka's
+    pure-Python ``murmur2`` costs 4.5 us a key."""
     return (murmurhash2(key, _KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
