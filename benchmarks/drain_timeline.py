@@ -87,13 +87,12 @@ class CpuSampler(threading.Thread):
         return out
 
 
-async def record_times(settings: Settings, topic: str, clicks_per_record: bool = False) -> list[float]:
-    """Timestamps (s) of every record on ``topic``: read until three assigned polls bring nothing.
-
-    With ``clicks_per_record`` (bundles) a record's timestamp comes once per click it carries."""
+async def record_times(settings: Settings, topic: str, bundles: bool = False) -> list[tuple[float, int]]:
+    """(timestamp in s, clicks) of every record on ``topic``: read until three assigned polls bring
+    nothing. A record is one click, or with ``bundles`` the clicks of the bundle it carries."""
     consumer = _reader(settings, settings.topic(topic))
     await consumer.start()
-    stamps: list[float] = []
+    stamps: list[tuple[float, int]] = []
     try:
         empty = 0
         while empty < 3:
@@ -102,19 +101,19 @@ async def record_times(settings: Settings, topic: str, clicks_per_record: bool =
                 empty = 0 if batch else empty + 1
             for msgs in batch.values():
                 for m in msgs:
-                    copies = len(decode_entity_bundle(m.value, [])) if clicks_per_record else 1
-                    stamps += [m.timestamp / 1000] * copies
+                    clicks = len(decode_entity_bundle(m.value, [])) if bundles else 1
+                    stamps.append((m.timestamp / 1000, clicks))
     finally:
         await consumer.stop()
     return stamps
 
 
-def per_interval(start: float, width: float, **stamps: list[float]) -> dict[int, Counter[str]]:
-    """Interval index from ``start`` -> how many of each named list's timestamps fall in it."""
+def per_interval(start: float, width: float, **stamps: list[tuple[float, int]]) -> dict[int, Counter[str]]:
+    """Interval index from ``start`` -> per named list, the weights of the timestamps in it."""
     counts: dict[int, Counter[str]] = {}
     for name, values in stamps.items():
-        for at in values:
-            counts.setdefault(int((at - start) // width), Counter())[name] += 1
+        for at, weight in values:
+            counts.setdefault(int((at - start) // width), Counter())[name] += weight
     return counts
 
 
@@ -132,7 +131,7 @@ def one_drain(source: Settings, run: int, n: int, work: Path, broker_pid: int, w
         worker.stop()
     bundles = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY))
     verdicts = asyncio.run(record_times(settings, topics.VERDICTS))
-    start = min(bundles)
+    start = min(bundles)[0]
     counts = per_interval(start, width, bundles=bundles, verdicts=verdicts)
     cpu = sampler.per_interval(start, width)
     table = Table(title=f"drain {run + 1}: {got:,} verdicts at {rate:,.0f} clicks/s")
@@ -172,10 +171,10 @@ def live_load(bootstrap: str, rate: float, seconds: float, work: Path, broker_pi
         sampler.done.set()
         worker.stop()
     clicks = asyncio.run(record_times(settings, topics.CLICKS))
-    bundled = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY, clicks_per_record=True))
-    bundles = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY))
+    bundled = asyncio.run(record_times(settings, topics.CLICKS_BY_ENTITY, bundles=True))
     verdicts = asyncio.run(record_times(settings, topics.VERDICTS))
-    start = min(clicks)
+    start = min(clicks)[0]
+    bundles = [(at, 1) for at, _ in bundled]
     counts = per_interval(start, width, clicks=clicks, bundled=bundled, bundles=bundles, verdicts=verdicts)
     cpu = sampler.per_interval(start, width)
     table = Table(
