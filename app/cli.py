@@ -32,6 +32,12 @@ def worker(
         help="Worker processes of one group on this machine, each with its state in "
         "IVT_DATA_DIR/process-K (one process uses one core at most).",
     ),
+    split_stages: bool = typer.Option(
+        False,
+        "--split-stages",
+        help="Run each stage in a process of its own (with --processes N: N per stage), state in "
+        "IVT_DATA_DIR/<stage>-K: the stages of one worker then use a core each.",
+    ),
 ) -> None:
     """Run the live detector stages as one Faust worker; start more to scale out."""
     from app.settings import Settings
@@ -44,8 +50,8 @@ def worker(
         raise typer.BadParameter(str(exc)) from exc
     settings = Settings.from_env()
     level = log_level or settings.log_level
-    if processes > 1:
-        raise typer.Exit(run_worker_group(settings, processes, level, chosen))
+    if processes > 1 or split_stages:
+        raise typer.Exit(run_worker_group(settings, processes, level, chosen, split_stages))
     run_worker(level, chosen)
 
 

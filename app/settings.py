@@ -70,6 +70,10 @@ class Settings:
     #: IVT_FETCH_MAX_WAIT_MS: longest the broker holds a worker's fetch when it has nothing new, in ms
     #: (Faust fixes 1500, which stalled the worker's next stage). Default 20.
     fetch_max_wait_ms: int = 20
+    #: IVT_SESSION_TIMEOUT_S: seconds without a heartbeat before the group gives a worker's
+    #: partitions to the others. A killed worker's partitions, and the worker restarted in its place,
+    #: wait this long. The broker accepts 6-1800. Default 60 (Faust's).
+    session_timeout_s: float = 60.0
     #: IVT_ROCKSDB_BLOCK_CACHE_MB: RocksDB block cache per table partition, MiB (Faust's default is
     #: 2 GiB each, which grows with tables x partitions). Default 8.
     rocksdb_block_cache_mb: int = 8
@@ -121,6 +125,10 @@ class Settings:
             raise ConfigError(f"IVT_ONNX_PROVIDER must be auto, cpu or cuda, got {self.onnx_provider!r}")
         if self.batch_max_events < 1 or self.batch_max_wait_ms < 0:
             raise ConfigError("IVT_BATCH_MAX_EVENTS must be >= 1 and IVT_BATCH_MAX_WAIT_MS >= 0")
+        if not 6 <= self.session_timeout_s <= 1800:
+            raise ConfigError(
+                f"IVT_SESSION_TIMEOUT_S must be within 6-1800 (the broker's limits), got {self.session_timeout_s}"
+            )
         if self.fetch_max_wait_ms < 0:
             raise ConfigError(f"IVT_FETCH_MAX_WAIT_MS must be >= 0, got {self.fetch_max_wait_ms}")
         if self.click_partitions < 1:

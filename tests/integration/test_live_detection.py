@@ -109,15 +109,20 @@ def reference_scorer(kafka_settings: Settings) -> Scorer:
     return Scorer.from_registry(registry, manifest.version, providers="cpu")
 
 
-@pytest.mark.parametrize("keyed_by_ip", [False, True], ids=["validate-stage", "clicks-keyed-by-ip"])
+@pytest.mark.parametrize(
+    ("keyed_by_ip", "split_stages"),
+    [(False, False), (True, False), (True, True)],
+    ids=["validate-stage", "clicks-keyed-by-ip", "split-stages"],
+)
 def test_scripted_sequence_gives_exact_counters_features_and_decisions(
-    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path, keyed_by_ip: bool
+    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path, keyed_by_ip: bool, split_stages: bool
 ) -> None:
-    """Three stages, or two when producers key clicks by IP: the same exact counters either way."""
+    """Three stages, or two when producers key clicks by IP, in one process or (``--split-stages``)
+    a process per stage: the same exact counters every way."""
     kafka_settings = replace(kafka_settings, clicks_keyed_by_ip=keyed_by_ip)
     clicks = scripted_clicks()
     asyncio.run(_publish(kafka_settings, clicks))
-    with running_worker(kafka_settings, tmp_path / "worker.log"):
+    with running_worker(kafka_settings, tmp_path / "worker.log", split_stages=split_stages):
         verdicts = asyncio.run(_verdicts(kafka_settings, {c.click_id for c in clicks}))
 
     # Counters, by hand: a human clicking once a minute ...
@@ -160,16 +165,21 @@ def _phase(start_k: int, n: int) -> list[Click]:
     return [click(f"r-{k}", 30.0 * k, "192.0.2.77", "s-restart", "bob") for k in range(start_k, start_k + n)]
 
 
+@pytest.mark.parametrize("split_stages", [False, True], ids=["one-process", "split-stages"])
 def test_worker_killed_and_restarted_keeps_its_counters(
-    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path
+    kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path, split_stages: bool
 ) -> None:
+    # The restarted worker gets the killed one's partitions once the group gives up on it.
+    kafka_settings = replace(kafka_settings, clicks_keyed_by_ip=split_stages, session_timeout_s=10)
     phases = [_phase(0, 6), _phase(6, 6), _phase(12, 6)]
     seen: dict[str, Verdict] = {}
     for number, phase in enumerate(phases):
         if number == 2:
             # Lose the local RocksDB files too: the state must come back from the changelog topics.
-            shutil.rmtree(kafka_settings.data_dir / "worker")
-        worker = WorkerProcess(kafka_settings, tmp_path / f"worker-{number}.log")
+            folders = ["ip-counters-0", "score-0"] if split_stages else ["."]
+            for folder in folders:
+                shutil.rmtree(kafka_settings.data_dir / folder / "worker")
+        worker = WorkerProcess(kafka_settings, tmp_path / f"worker-{number}.log", split_stages=split_stages)
         try:
             worker.wait_ready(timeout=120)
             asyncio.run(_publish(kafka_settings, phase))

@@ -36,7 +36,7 @@ def test_other_exceptions_are_not_swallowed() -> None:
         raise ZeroDivisionError("a bug")
 
 
-@pytest.mark.parametrize("extra", [[], ["--processes", "2"]])
+@pytest.mark.parametrize("extra", [[], ["--processes", "2"], ["--split-stages"]])
 def test_ivt_worker_refuses_unknown_stages_before_starting_anything(extra: list[str]) -> None:
     from typer.testing import CliRunner
 

@@ -33,6 +33,8 @@ def test_bad_values_name_the_variable() -> None:
         Settings.from_env({"IVT_CLICK_PARTITIONS": "many"})
     with pytest.raises(ConfigError, match="IVT_FETCH_MAX_WAIT_MS must be >= 0"):
         Settings.from_env({"IVT_FETCH_MAX_WAIT_MS": "-1"})
+    with pytest.raises(ConfigError, match="IVT_SESSION_TIMEOUT_S must be within 6-1800"):
+        Settings.from_env({"IVT_SESSION_TIMEOUT_S": "2"})
     with pytest.raises(ConfigError, match="IVT_BROKER_PORT must be a TCP port"):
         Settings.from_env({"IVT_BROKER_PORT": "70000"})
     with pytest.raises(ConfigError, match="unknown setting"):
