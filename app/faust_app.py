@@ -53,6 +53,7 @@ app = faust.App(
     producer_max_batch_size=512 * 1024,
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_s,
+    table_standby_replicas=settings.table_standby_replicas,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     broker_commit_every=10_000,
     broker_commit_interval=1.0,

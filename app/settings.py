@@ -74,6 +74,10 @@ class Settings:
     #: partitions to the others. A killed worker's partitions, and the worker restarted in its place,
     #: wait this long. The broker accepts 6-1800. Default 60 (Faust's).
     session_timeout_s: float = 60.0
+    #: IVT_TABLE_STANDBY_REPLICAS: standby copies of each table partition kept warm on other workers of
+    #: the group, for a fast take-over. ``ivt worker --split-stages`` runs its processes with 0 (see
+    #: app/worker.py). Default 1 (Faust's).
+    table_standby_replicas: int = 1
     #: IVT_ROCKSDB_BLOCK_CACHE_MB: RocksDB block cache per table partition, MiB (Faust's default is
     #: 2 GiB each, which grows with tables x partitions). Default 8.
     rocksdb_block_cache_mb: int = 8
@@ -129,6 +133,8 @@ class Settings:
             raise ConfigError(
                 f"IVT_SESSION_TIMEOUT_S must be within 6-1800 (the broker's limits), got {self.session_timeout_s}"
             )
+        if self.table_standby_replicas < 0:
+            raise ConfigError(f"IVT_TABLE_STANDBY_REPLICAS must be >= 0, got {self.table_standby_replicas}")
         if self.fetch_max_wait_ms < 0:
             raise ConfigError(f"IVT_FETCH_MAX_WAIT_MS must be >= 0, got {self.fetch_max_wait_ms}")
         if self.click_partitions < 1:

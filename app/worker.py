@@ -103,17 +103,24 @@ def run_worker(log_level: str = "info", stages: list[str] | None = None) -> None
     Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
 
 
-def process_settings(settings: Settings, slot: int | str) -> dict[str, str]:
+def process_settings(settings: Settings, slot: int | str, split_stages: bool = False) -> dict[str, str]:
     """Environment of worker process ``slot`` of a group: its own state folder, the shared registry.
 
     RocksDB allows one process per database, so processes on one machine cannot share
     ``IVT_DATA_DIR/worker``; the slot (``process-K`` or a name from :func:`group_layout`) keeps each
     process's folder the same across restarts, so a restarted process finds its state and only reads
     the changelog's tail.
+
+    The processes of a split group run without standby replicas: Faust's group leader builds every
+    member's assignment with its *own* tables, so a leader of one stage leaves out the standby
+    partitions of another stage's tables, and the members of that stage then fail Faust's check of
+    their assignment (``PartitionAssignor.on_assignment``) and stop. A stage process that dies is
+    replaced from the changelog instead of a warm standby.
     """
     folder = f"process-{slot}" if isinstance(slot, int) else slot
     return {
         **settings.to_env(),
+        **({"IVT_TABLE_STANDBY_REPLICAS": "0"} if split_stages else {}),
         "IVT_DATA_DIR": str(settings.data_dir / folder),
         "IVT_MODEL_DIR": str(settings.registry_dir),
     }
@@ -138,7 +145,7 @@ def run_worker_group(
     children = [
         subprocess.Popen(
             base + (["--stages", ",".join(only)] if only else []),
-            env={**os.environ, **process_settings(settings, folder)},
+            env={**os.environ, **process_settings(settings, folder, split_stages)},
         )
         for folder, only in layout
     ]

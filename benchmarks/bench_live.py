@@ -7,7 +7,7 @@ Phases, all in one run on one local broker:
    as many times as the worker produces records per click (``WORKER_SENDS_PER_CLICK``), the Kafka
    client work alone, with no parsing, state or scoring.
 2. **Sustained throughput**: a backlog of simulated clicks is published first, then one worker
-   (``ivt worker``, every stage) drains it; clicks/s = verdicts / time from the first stage's first
+   (``ivt worker``, every stage; with ``--split-stages`` a process per stage) drains it; clicks/s = verdicts / time from the first stage's first
    output to the last verdict (:func:`drain_rate`).
    The simulator keys clicks by IP, so the worker runs with ``IVT_CLICKS_KEYED_BY_IP=true`` (validation
    inside the IP stage, two hops) unless ``--repartition`` asks for the general three-stage path.
@@ -17,12 +17,16 @@ Phases, all in one run on one local broker:
    slow producer cannot hide queueing), in an HDR histogram; and the verdicts that were out while
    the load ran, per second, against the offered rate: whether the worker kept up with live arrival
    (a drain rate does not say; at ``--latency-rate 10000`` one worker does not, README "Measured").
+   With ``--live-rate R`` a fresh worker then takes open-loop load at ``R`` for ``--live-seconds``,
+   generated before the first send and with nothing reading the verdicts until it is over (both
+   would take CPU from the worker on this 2-core machine): the verdicts out per second while it ran
+   (:func:`keeping_up`, from their record timestamps) and how long after its end the last one came.
 4. **In-process cost**: the worker's own histograms of "batch formed -> verdicts handed to the
    producer", in wall time and in CPU time of its event-loop thread (the difference is time the
    process waited for a core), and its peak RSS, from its stats file.
 
 Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]
-[--repartition]``
+[--repartition] [--split-stages] [--live-rate 10000 --live-seconds 30]``
 (CI runs a short form, ``make bench-short``: ``--backlog 5000 --latency-seconds 5 --scale-out 2``).
 """
 
@@ -77,8 +81,11 @@ def _reader(settings: Settings, *topics_: str, **options: Any) -> AIOKafkaConsum
     )
 
 
-async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
-    """Read ``topic`` from the start until ``n`` records: (count, first, last record timestamp in s).
+async def _count_until(
+    settings: Settings, topic: str, n: int, timeout: float, stamps_ms: list[int] | None = None
+) -> tuple[int, float, float]:
+    """Read ``topic`` from the start until ``n`` records: (count, first, last record timestamp in s);
+    every record's timestamp (ms) is appended to ``stamps_ms`` when it is given.
 
     The records' own timestamps (CreateTime, set by the producing worker) rather than when this
     reader saw them: a short run can arrive in a single fetch."""
@@ -92,6 +99,8 @@ async def _count_until(settings: Settings, topic: str, n: int, timeout: float) -
             for msgs in batch.values():
                 for m in msgs:
                     first, last = min(first, m.timestamp / 1000), max(last, m.timestamp / 1000)
+                if stamps_ms is not None:
+                    stamps_ms.extend(m.timestamp for m in msgs)
                 got += len(msgs)
     finally:
         await consumer.stop()
@@ -322,6 +331,19 @@ def verdict_rate_during_load(samples: list[tuple[int, int]], seconds: float) -> 
     return sum(1 for sent, latency in samples if sent + latency * 1000 <= end) / seconds
 
 
+def keeping_up(start_ns: int, seconds: float, verdict_ms: list[int]) -> tuple[float, float]:
+    """(verdicts out per second while a load that began at ``start_ns`` ran for ``seconds``, seconds
+    from the end of the load to the last verdict), from the verdicts' record timestamps.
+
+    The same question as :func:`verdict_rate_during_load`, answered without a reader consuming the
+    verdicts while the load runs (on this machine such a reader takes CPU from the worker)."""
+    if not verdict_ms:
+        return 0.0, float("inf")
+    end_ms = start_ns / 1e6 + seconds * 1000
+    during = sum(1 for at in verdict_ms if at <= end_ms) / seconds
+    return during, (max(verdict_ms) - end_ms) / 1000
+
+
 def by_second(samples: list[tuple[int, int]], start_ns: int) -> dict[int, tuple[int, float, float]]:
     """second of the load -> (samples, p50 ms, max ms), by intended send time: where the tail happens."""
     buckets: dict[int, list[int]] = {}
@@ -334,10 +356,28 @@ def by_second(samples: list[tuple[int, int]], start_ns: int) -> dict[int, tuple[
     return rows
 
 
-def _worker(settings: Settings, tag: str, logs: Path) -> WorkerProcess:
-    worker = WorkerProcess(settings, logs / f"worker-{tag}.log")
+def _worker(settings: Settings, tag: str, logs: Path, split_stages: bool) -> WorkerProcess:
+    worker = WorkerProcess(settings, logs / f"worker-{tag}.log", split_stages=split_stages)
     worker.wait_ready(timeout=180)
     return worker
+
+
+def worker_snapshots(data_dir: Path) -> list[dict[str, Any]]:
+    """The stats snapshots of a worker's processes: its own folder's and, for a group
+    (``--processes``, ``--split-stages``), each process's folder's."""
+    folders = [data_dir, *sorted(p for p in data_dir.iterdir() if p.is_dir())] if data_dir.exists() else []
+    return [snap for folder in folders for snap in read_snapshots(stats_dir(folder))]
+
+
+def scoring_snapshot(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """The snapshot of the process that scored the most clicks (the score stage's, when split)."""
+    return max(snapshots, key=lambda snap: snap.get("verdicts", 0), default={})
+
+
+def peak_rss(snapshots: list[dict[str, Any]], split: bool) -> float:
+    """The worker's peak RSS: of its one process, or the sum over its stage processes."""
+    values = [snap["peak_rss_mib"] for snap in snapshots]
+    return sum(values) if split else max(values, default=0.0)
 
 
 def phase_settings(bootstrap: str, phase: int, work: Path, keyed: bool) -> Settings:
@@ -380,22 +420,54 @@ async def copy_clicks(source: Settings, target: Settings, n: int) -> None:
         await producer.stop()
 
 
-def scale_out(source: Settings, keyed: bool, workers: int, n: int, work: Path) -> float:
-    """clicks/s of ``ivt worker --processes N`` (one group, settled) draining the ``n`` clicks of
-    ``source``, copied to its input once it runs."""
-    settings = phase_settings(source.bootstrap_servers, 3, work, keyed)
-    group = WorkerProcess(settings, work / "worker-scale.log", processes=workers)
+def scale_out(
+    source: Settings, keyed: bool, workers: int, n: int, work: Path, split: bool = False, phase: int = 3
+) -> tuple[float, list[dict[str, Any]]]:
+    """(clicks/s, stats snapshots) of ``ivt worker --processes N`` (one group, settled; with ``split``
+    N per stage) draining the ``n`` clicks of ``source``, copied to its input once it runs."""
+    settings = phase_settings(source.bootstrap_servers, phase, work, keyed)
+    group = WorkerProcess(settings, work / f"worker-group-{phase}.log", processes=workers, split_stages=split)
     try:
         group.wait_ready(timeout=180)
         time.sleep(10)  # the group settles: nothing is published during its rebalances
         asyncio.run(copy_clicks(source, settings, n))
         got, rate = drain_rate(settings, n)
     finally:
+        snapshots = worker_snapshots(settings.data_dir)
         group.stop()
     if got < n:
         raise SystemExit(f"the worker group produced {got:,} of {n:,} verdicts: see {work}")
-    console.print(f"ivt worker --processes {workers} drained {got:,} of {n:,} clicks at {rate:,.0f} clicks/s")
-    return rate
+    flags = f"--processes {workers}" + (" --split-stages" if split else "")
+    console.print(f"ivt worker {flags} drained {got:,} of {n:,} clicks at {rate:,.0f} clicks/s")
+    return rate, snapshots
+
+
+def live_phase(
+    bootstrap: str, keyed: bool, rate: float, seconds: float, work: Path, split: bool
+) -> tuple[float, float, int, int]:
+    """A fresh worker under open-loop load at ``rate`` for ``seconds``, generated before the first
+    send (:attr:`LiveOptions.pregenerate`) and with nothing reading the verdicts meanwhile:
+    (verdicts out per second while it ran, seconds from its end to the last verdict, verdicts,
+    clicks sent)."""
+    settings = phase_settings(bootstrap, 4, work, keyed)
+    worker = _worker(settings, "live", work, split)
+    stamps: list[int] = []
+    try:
+        options = LiveOptions(rate=rate, duration_s=seconds, progress=False, seed=11, pregenerate=True)
+        report = asyncio.run(publish_live(settings, options, console=Console(quiet=True)))
+        got, _, _ = asyncio.run(
+            _count_until(
+                settings, settings.topic(topics.VERDICTS), report.acked, max(120, seconds * 4), stamps
+            )
+        )
+    finally:
+        worker.stop()
+    start_ns = min(intended for intended, _ in asyncio.run(send_lateness(settings, report.acked)))
+    during, tail = keeping_up(start_ns, seconds, stamps)
+    console.print(
+        f"live load {rate:,.0f}/s: {during:,.0f} verdicts/s while it ran, last {tail:+.2f} s after it"
+    )
+    return during, tail, got, report.acked
 
 
 def main() -> None:
@@ -426,10 +498,26 @@ def main() -> None:
         metavar="N",
         help="also drain the backlog with `ivt worker --processes N`, started before it is published",
     )
+    parser.add_argument(
+        "--live-rate",
+        type=float,
+        default=0.0,
+        help="also run a fresh worker under open-loop load at this rate (clicks/s; 0: skip), generated "
+        "before the first send, and report whether it kept up",
+    )
+    parser.add_argument("--live-seconds", type=float, default=30.0, help="length of that live load")
+    parser.add_argument(
+        "--split-stages",
+        action="store_true",
+        help="run every worker as `ivt worker --split-stages` (a process per stage)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (broker and worker logs)")
     args = parser.parse_args()
     keyed = not args.repartition
+    split = args.split_stages
     mode = "validation in the IP stage" if keyed else "validation stage + repartition hop"
+    if split:
+        mode += "; --split-stages: a process per stage"
 
     work = Path(tempfile.mkdtemp(prefix="ivt-bench-"))
     base = Settings.from_env(cache_dir=ROOT / ".cache")
@@ -458,20 +546,23 @@ def main() -> None:
             f" {floor_batched:,.0f} clicks/s"
         )
 
-        worker = _worker(settings, "throughput", work)
-        try:
-            got, sustained = drain_rate(settings, n)
-        finally:
-            snapshots = read_snapshots(stats_dir(settings.data_dir))
-            worker.stop()
-        if got < n:
-            raise SystemExit(f"the worker produced {got:,} of {n:,} verdicts: see {work}")
-        console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
-        throughput_rss = max((s["peak_rss_mib"] for s in snapshots), default=0.0)
-        scaled = scale_out(settings, keyed, args.scale_out, n, work) if args.scale_out > 1 else None
+        if split:  # its processes join one by one: settle the group, then copy the backlog in
+            sustained, snapshots = scale_out(settings, keyed, 1, n, work, split=True, phase=5)
+        else:
+            worker = _worker(settings, "throughput", work, split)
+            try:
+                got, sustained = drain_rate(settings, n)
+            finally:
+                snapshots = worker_snapshots(settings.data_dir)
+                worker.stop()
+            if got < n:
+                raise SystemExit(f"the worker produced {got:,} of {n:,} verdicts: see {work}")
+            console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
+        throughput_rss = peak_rss(snapshots, split)
+        scaled = scale_out(settings, keyed, args.scale_out, n, work, split)[0] if args.scale_out > 1 else None
 
         settings2 = phase_settings(state.bootstrap, 2, work, keyed)
-        worker = _worker(settings2, "latency", work)
+        worker = _worker(settings2, "latency", work, split)
         half = args.latency_rate or max(1.0, round(sustained / 2))
         try:
             latency, expected = asyncio.run(latency_run(settings2, half, args.latency_seconds))
@@ -479,18 +570,24 @@ def main() -> None:
             lateness = asyncio.run(send_lateness(settings2, expected))
             time.sleep(6)  # one more stats snapshot
         finally:
-            snapshots2 = read_snapshots(stats_dir(settings2.data_dir))
+            snapshots2 = worker_snapshots(settings2.data_dir)
             worker.stop()
-        cost = snapshots2[0]["batch_cost_us"] if snapshots2 else {}
-        cpu = snapshots2[0].get("batch_cpu_us", {}) if snapshots2 else {}
-        flush = snapshots2[0].get("flush_cost_us", {}) if snapshots2 else {}
-        flush_cpu = snapshots2[0].get("flush_cpu_us", {}) if snapshots2 else {}
-        rss = max([s["peak_rss_mib"] for s in snapshots2] + [throughput_rss])
-        provider = snapshots2[0]["provider"] if snapshots2 else "?"
+        scoring = scoring_snapshot(snapshots2)
+        cost = scoring.get("batch_cost_us", {})
+        cpu = scoring.get("batch_cpu_us", {})
+        flush = scoring.get("flush_cost_us", {})
+        flush_cpu = scoring.get("flush_cpu_us", {})
+        rss = max(peak_rss(snapshots2, split), throughput_rss)
+        provider = scoring.get("provider", "?")
 
         def ms(q: float, h: HdrHistogram = hist) -> str:
             return f"{h.get_value_at_percentile(q) / 1000:,.1f} ms"
 
+        live = (
+            live_phase(state.bootstrap, keyed, args.live_rate, args.live_seconds, work, split)
+            if args.live_rate > 0
+            else None
+        )
         calm = settled(latency.samples, args.settle_seconds)
         during = verdict_rate_during_load(latency.samples, args.latency_seconds)
 
@@ -509,7 +606,12 @@ def main() -> None:
                 f"{sustained:,.0f} clicks/s ({sustained / raw:.1%} of raw)",
             ),
             *(
-                [(f"ivt worker --processes {args.scale_out} (backlog drain)", f"{scaled:,.0f} clicks/s")]
+                [
+                    (
+                        f"ivt worker --processes {args.scale_out}{' --split-stages' if split else ''} (backlog drain)",
+                        f"{scaled:,.0f} clicks/s",
+                    )
+                ]
                 if scaled is not None
                 else []
             ),
@@ -527,6 +629,19 @@ def main() -> None:
                 f"verdicts out per second while the load ran (offered {half:,.0f})",
                 f"{during:,.0f} ({'kept up' if during >= 0.95 * half else 'fell behind: lag grew'})",
             ),
+            *(
+                [
+                    (
+                        f"live load at {args.live_rate:,.0f} clicks/s for {args.live_seconds:g} s (generated "
+                        "beforehand, verdicts read afterwards): verdicts out per second while it ran",
+                        f"{live[0]:,.0f} ({'kept up' if live[0] >= 0.95 * args.live_rate else 'fell behind'})",
+                    ),
+                    ("the same: last verdict after the load ended", f"{live[1]:+.2f} s"),
+                    ("the same: verdicts / clicks sent", f"{live[2]:,} / {live[3]:,}"),
+                ]
+                if live is not None
+                else []
+            ),
             (
                 "in-process batch cost p50 / p99 / p99.9",
                 f"{cost.get('p50', 0):,} / {cost.get('p99', 0):,} / {cost.get('p99.9', 0):,} us",
@@ -541,9 +656,9 @@ def main() -> None:
             ),
             (
                 "mean scoring batch in the latency phase",
-                f"{snapshots2[0]['batch_size_mean'] if snapshots2 else 0}",
+                f"{scoring.get('batch_size_mean', 0)}",
             ),
-            ("worker peak RSS", f"{rss:,.0f} MiB"),
+            ("worker peak RSS" + (" (sum of its processes)" if split else ""), f"{rss:,.0f} MiB"),
             ("scoring provider", provider),
         ]
         finished = True

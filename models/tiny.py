@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from app.features.spec import SPEC
-from models.exceptions import ExportMismatch
+from models.exceptions import DuplicateModel, ExportMismatch
 from models.registry import Manifest, Registry
 
 __all__ = [
@@ -222,7 +222,15 @@ def build_reference_model(
 
 
 def ensure_reference_model(registry: Registry, version: str = REFERENCE_VERSION) -> Manifest:
-    """The worker's bootstrap: the version's manifest if it is registered, else build it (active)."""
+    """The worker's bootstrap: the version's manifest if it is registered, else build it (active).
+
+    Several worker processes of one machine (``ivt worker --processes``, ``--split-stages``) can
+    start on an empty registry at once: the registry's atomic rename lets one of them register the
+    version and the others find it there (the reference model is deterministic, so it is the same).
+    """
     if registry.exists(version):
         return registry.manifest(version)
-    return build_reference_model(registry, version, status="active")
+    try:
+        return build_reference_model(registry, version, status="active")
+    except DuplicateModel:
+        return registry.manifest(version)

@@ -22,7 +22,10 @@ aiokafka would); purchases (keyed by click id) and RFM updates (keyed by user id
 topics when their simulated time comes, with delays shrunk by ``purchase_delay_scale``.
 
 Generation (numpy) and JSON encoding run in a separate process, a few chunks ahead of the sender,
-so the event loop only sends.
+so the event loop only sends. With ``LiveOptions.pregenerate`` every click is generated and encoded
+before the first send, and the encoder process has exited when the load starts: a benchmark on the
+same cores as the system it measures then loses no CPU to generation while it measures (the sender
+alone costs about a quarter of a core at 10,000 clicks/s plus their purchase and RFM messages).
 
 Two ways to hand messages to aiokafka (``LiveOptions.producer``), measured with 200k clicks of about
 460 bytes against the local single-node broker (closed loop, one producer process, 2 shared cores):
@@ -106,6 +109,8 @@ class LiveOptions:
     warmup_s: int = 600
     #: Pieces (of PIECE_CLICKS clicks) generated and encoded ahead of the sender.
     ahead: int = 40
+    #: Generate and encode the whole run before the first send (memory: about 1 KB per click).
+    pregenerate: bool = False
     progress: bool = True
 
 
@@ -317,11 +322,17 @@ def encode_chunk(params: SimParams, sim: Simulator, out: ChunkOutput, topics: To
 
 
 def _encode_forever(
-    params: SimParams, population: Population, topics: TopicLayout, blocks: Any, stopping: Any
+    params: SimParams,
+    population: Population,
+    topics: TopicLayout,
+    blocks: Any,
+    stopping: Any,
+    limit: int | None = None,
 ) -> None:
-    """The encoder process: run the simulator, put encoded chunks on the bounded queue."""
+    """The encoder process: run the simulator, put encoded chunks on the bounded queue; with
+    ``limit``, stop once that many clicks are encoded."""
     try:
-        sim = Simulator(params, population)
+        sim, encoded = Simulator(params, population), 0
         for out in sim.run(None):
             for block in encode_chunk(params, sim, out, topics).split(PIECE_CLICKS):
                 while not stopping.is_set():
@@ -330,7 +341,8 @@ def _encode_forever(
                         break
                     except queue.Full:
                         continue
-                if stopping.is_set():
+                encoded += len(block.values)
+                if stopping.is_set() or (limit is not None and encoded >= limit):
                     return
     except BaseException:  # handed to the sender, which raises it
         blocks.put(RuntimeError("simulator process failed:\n" + traceback.format_exc()))
@@ -343,7 +355,14 @@ class _Encoder:
     sender for tens of milliseconds (measured: p99 schedule lag 42 ms with a thread at 20k/s).
     """
 
-    def __init__(self, params: SimParams, population: Population, topics: TopicLayout, ahead: int) -> None:
+    def __init__(
+        self,
+        params: SimParams,
+        population: Population,
+        topics: TopicLayout,
+        ahead: int,
+        limit: int | None = None,
+    ) -> None:
         # fork: the child starts at once with the population (and its memo) already built, and the
         # caller's __main__ is not imported again; it never touches the parent's event loop or sockets
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -351,13 +370,27 @@ class _Encoder:
         self.stopping = ctx.Event()
         self.process = ctx.Process(
             target=_encode_forever,
-            args=(params, population, topics, self.blocks, self.stopping),
+            args=(params, population, topics, self.blocks, self.stopping, limit),
             name="ivt-sim-encoder",
             daemon=True,
         )
 
     def start(self) -> None:
         self.process.start()
+
+    async def pregenerate(self, clicks: int) -> None:
+        """Take blocks off the process's queue until ``clicks`` clicks are here; afterwards
+        :attr:`blocks` is a local queue of all of them and the process has exited."""
+        local: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        have = 0
+        while have < clicks:
+            item = await asyncio.to_thread(self.blocks.get)
+            if isinstance(item, BaseException):
+                raise item
+            local.put(item)
+            have += len(item.values)
+        await asyncio.to_thread(self.process.join, 30)
+        self.blocks = local
 
     def stop(self) -> None:
         if self.process.pid is None:
@@ -443,14 +476,19 @@ async def publish_live(
             purchase_delay_scale=options.purchase_delay_scale,
         )
         population = Population(params)
-        start_ms = _plan_start(params, population)
+        start_ms = _plan_start(params, population, options.duration_s if options.pregenerate else 0.0)
         params = replace(params, start_ms=start_ms, id_prefix=f"{options.seed}.L{start_ms // 1000}.")
         console.print(
             f"{users:,} users; generating {options.warmup_s} s of warm-up traffic, "
             f"publishing from {format_time(start_ms)}"
         )
-        encoder = _Encoder(params, population, topics, options.ahead)
-        encoder.start()
+        if options.pregenerate:
+            encoder = _Encoder(params, population, topics, total // PIECE_CLICKS + 4, limit=total)
+            encoder.start()
+            await encoder.pregenerate(total)
+        else:
+            encoder = _Encoder(params, population, topics, options.ahead)
+            encoder.start()
         sender = (
             _BatchSender(producer, options.linger_ms)
             if options.producer == "batch"
@@ -464,8 +502,9 @@ async def publish_live(
     return report
 
 
-def _plan_start(params: SimParams, population: Population) -> int:
-    """A start time far enough ahead for the encoder process to generate the warm-up.
+def _plan_start(params: SimParams, population: Population, pregenerate_s: float = 0.0) -> int:
+    """A start time far enough ahead for the encoder process to generate the warm-up (and the
+    ``pregenerate_s`` seconds of traffic generated before the first send).
 
     Timed here on two chunks (the first also fills the population's memo, which the encoder
     process inherits), with a margin.
@@ -476,7 +515,7 @@ def _plan_start(params: SimParams, population: Population) -> int:
     began = time.perf_counter()
     sim.generate(now_s + 1)
     per_chunk = time.perf_counter() - began
-    lead_s = 1.5 + 2.0 * per_chunk * params.warmup_s / params.chunk_s
+    lead_s = 1.5 + 2.0 * per_chunk * (params.warmup_s + pregenerate_s) / params.chunk_s
     return (time.time_ns() // 1_000_000_000 + math.ceil(lead_s) + 1) * 1000
 
 

@@ -41,9 +41,19 @@ async def _read(settings: Settings, topic: str, expected: int, timeout_s: float 
     return records
 
 
-def test_live_publishes_clicks_purchases_and_rfm_at_the_rate(kafka_settings: Settings) -> None:
+@pytest.mark.parametrize("pregenerate", [False, True], ids=["encoder-ahead", "pregenerated"])
+def test_live_publishes_clicks_purchases_and_rfm_at_the_rate(
+    kafka_settings: Settings, pregenerate: bool
+) -> None:
+    """The same traffic whether it is encoded while it is sent or all of it before the first send."""
     options = LiveOptions(
-        rate=300, duration_s=3, seed=5, warmup_s=120, progress=False, purchase_delay_scale=0.001
+        rate=300,
+        duration_s=3,
+        seed=5,
+        warmup_s=120,
+        progress=False,
+        purchase_delay_scale=0.001,
+        pregenerate=pregenerate,
     )
     report = asyncio.run(publish_live(kafka_settings, options))
     assert report.errors == 0, report.first_error

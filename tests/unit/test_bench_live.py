@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks.bench_live import verdict_rate_during_load
+from benchmarks.bench_live import keeping_up, verdict_rate_during_load
 
 SECOND_NS = 1_000_000_000
 
@@ -28,3 +28,26 @@ def test_a_worker_whose_lag_grows_half_a_second_per_second_verdicts_two_thirds_o
 
 def test_no_samples_is_no_rate() -> None:
     assert verdict_rate_during_load([], 10) == 0.0
+
+
+def _verdict_times_ms(rate: int, seconds: int, lag_s: Callable[[float], float]) -> list[int]:
+    """Record timestamps (ms) of the verdicts of ``rate`` clicks a second sent from t = 5 s."""
+    return [int(1000 * (5 + i / rate + lag_s(i / rate))) for i in range(rate * seconds)]
+
+
+def test_keeping_up_from_record_timestamps() -> None:
+    during, tail = keeping_up(5 * SECOND_NS, 10, _verdict_times_ms(1000, 10, lambda t: 0.05))
+    assert 990 <= during <= 1000
+    assert 0.0 < tail <= 0.05  # the last click's 50 ms
+
+
+def test_falling_behind_shows_in_both_figures() -> None:
+    # lag(t) = 0.5 t: by the end of the load only the clicks sent before 6.67 s are out; the last
+    # verdict comes 5 s after the load ended
+    during, tail = keeping_up(5 * SECOND_NS, 10, _verdict_times_ms(1000, 10, lambda t: 0.5 * t))
+    assert abs(during - 1000 / 1.5) < 2
+    assert abs(tail - 5.0) < 0.01
+
+
+def test_no_verdicts_never_kept_up() -> None:
+    assert keeping_up(0, 10, []) == (0.0, float("inf"))

@@ -399,3 +399,15 @@ def test_build_reference_model_registers_a_checked_export(reg: Registry) -> None
     assert m.metrics["holdout_accuracy"] > 0.9
     assert reg.load("ref-0001")[0] == m
     assert replace(m, status="active").status == "active"
+
+
+def test_reference_model_bootstrap_tolerates_a_process_that_registered_it_first(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worker processes on an empty registry: the one that loses the race serves the winner's."""
+    from models.tiny import REFERENCE_VERSION, ensure_reference_model
+
+    winner = ensure_reference_model(reg)
+    monkeypatch.setattr(Registry, "exists", lambda self, version: False)  # checked before the other wrote
+    assert ensure_reference_model(reg) == winner
+    assert [p.name for p in reg.root.iterdir()] == [REFERENCE_VERSION]  # one version, no temp left

@@ -53,3 +53,11 @@ def test_each_stage_process_keeps_its_state_in_its_own_folder(tmp_path: Path) ->
     }
     assert folders == {str(tmp_path / "ip-counters-0"), str(tmp_path / "score-0")}
     assert process_settings(settings, 1)["IVT_DATA_DIR"] == str(tmp_path / "process-1")
+
+
+def test_split_stage_processes_keep_no_standby_replicas(tmp_path: Path) -> None:
+    """Faust's leader assigns standbys only for its own tables: mixed stages must not have any."""
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    assert settings.table_standby_replicas == 1
+    assert process_settings(settings, "score-0", split_stages=True)["IVT_TABLE_STANDBY_REPLICAS"] == "0"
+    assert process_settings(settings, 0)["IVT_TABLE_STANDBY_REPLICAS"] == "1"
