@@ -6,6 +6,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# The feature engine compiled with mypyc (app/features/compiled.py); rebuilt when a source changes.
+COMPILED := build/mypyc/ivt-compiled.json
+ENGINE := $(addprefix app/features/,buckets.py distinct.py state.py engine.py)
 
 .PHONY: install run test test-unit lint bench-short schemas clean
 
@@ -16,7 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+# Without a C compiler the build fails and the Python modules run: a warning, not an error.
+$(COMPILED): $(STAMP) $(ENGINE)
+	@$(BIN)/python -m app.features.build_engine > build-engine.log 2>&1 \
+		&& echo "feature engine compiled (mypyc)" \
+		|| echo "warning: could not compile the feature engine (see build-engine.log); the Python modules run"
+
+install: $(STAMP) $(COMPILED)
 
 run: install
 	$(BIN)/ivt demo
@@ -39,4 +48,4 @@ schemas: install
 	$(BIN)/ivt schemas
 
 clean:
-	rm -rf $(VENV) .cache var .pytest_cache .hypothesis
+	rm -rf $(VENV) .cache var .pytest_cache .hypothesis build build-engine.log

@@ -27,6 +27,7 @@ from agents.headers import forward_headers
 from agents.record_batches import RecordBatches, fetch_metadata, kafka_producer
 from agents.sweeper import PartitionSweeper
 from agents.table_writes import TableWriter
+from app import features
 from app.events import Click, EnrichedClick, decode_entity_bundle, format_time, model_verdict_wire
 from app.exceptions import InvalidEvent
 from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
@@ -75,7 +76,12 @@ def load_scorer() -> Scorer:
     scorer = Scorer.from_registry(registry, version, providers=settings.onnx_provider)
     for size in range(1, settings.batch_max_events + 1):  # ONNX Runtime plans memory per batch shape
         scorer.score(np.zeros((size, scorer.n_features), dtype=np.float32))
-    log.info("serving model %s on %s", scorer.version, scorer.provider)
+    log.info(
+        "serving model %s on %s; feature engine %s",
+        scorer.version,
+        scorer.provider,
+        "compiled (mypyc)" if features.COMPILED else "in Python (not compiled, see app/features/compiled.py)",
+    )
     STATS.model_version, STATS.provider = scorer.version, scorer.provider
     return scorer
 

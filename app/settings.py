@@ -78,6 +78,13 @@ class Settings:
     #: the group, for a fast take-over. ``ivt worker --split-stages`` runs its processes with 0 (see
     #: app/worker.py). Default 1 (Faust's).
     table_standby_replicas: int = 1
+    #: IVT_COMPILED_FEATURES: ``auto`` runs the feature engine compiled with mypyc when ``make install``
+    #: built it from the current sources, ``off`` its Python modules. Read by app/features/compiled.py
+    #: when the package is imported. Default ``auto``.
+    compiled_features: str = "auto"
+    #: IVT_COMPILED_DIR: where the compiled feature engine is built and looked for. Default empty:
+    #: ``build/mypyc`` in the repository.
+    compiled_dir: Path | None = None
     #: IVT_ROCKSDB_BLOCK_CACHE_MB: RocksDB block cache per table partition, MiB (Faust's default is
     #: 2 GiB each, which grows with tables x partitions). Default 8.
     rocksdb_block_cache_mb: int = 8
@@ -133,6 +140,8 @@ class Settings:
             raise ConfigError(
                 f"IVT_SESSION_TIMEOUT_S must be within 6-1800 (the broker's limits), got {self.session_timeout_s}"
             )
+        if self.compiled_features not in ("auto", "off"):
+            raise ConfigError(f"IVT_COMPILED_FEATURES must be auto or off, got {self.compiled_features!r}")
         if self.table_standby_replicas < 0:
             raise ConfigError(f"IVT_TABLE_STANDBY_REPLICAS must be >= 0, got {self.table_standby_replicas}")
         if self.fetch_max_wait_ms < 0:

@@ -5,18 +5,26 @@ and offline dataset building and replay (:class:`OfflineFeatureEngine`). Definit
 behind them are in the modules' docstrings: :mod:`.spec` (names, version, transforms),
 :mod:`.buckets` (event-time windows), :mod:`.distinct` (HLL distinct counts), :mod:`.state` (what
 each table holds, how it stays bounded), :mod:`.engine` (each feature's definition).
+
+The first four run compiled to C when ``make install`` could build them and they are current
+(:mod:`.compiled`); :data:`COMPILED` says which ran.
 """
 
-from app.features.buckets import BucketCounter, Level
-from app.features.distinct import DistinctWindows
-from app.features.engine import (
+from app.features.compiled import use_compiled_modules
+
+#: Whether the engine's modules are the mypyc-compiled ones (else the Python sources).
+COMPILED: bool = use_compiled_modules(__path__)
+
+from app.features.buckets import BucketCounter, Level  # noqa: E402
+from app.features.distinct import DistinctWindows  # noqa: E402
+from app.features.engine import (  # noqa: E402
     N_FEATURES,
     N_IP_FEATURES,
     OfflineFeatureEngine,
     entity_stage,
     ip_stage,
 )
-from app.features.spec import (
+from app.features.spec import (  # noqa: E402
     ENTITY_FEATURE_NAMES,
     FEATURE_DOCS,
     FEATURE_NAMES,
@@ -29,9 +37,10 @@ from app.features.spec import (
     StateDecodeError,
     check_compatible,
 )
-from app.features.state import IDLE_TTL_MS, IpState, SessionState, UserState
+from app.features.state import IDLE_TTL_MS, IpState, SessionState, UserState  # noqa: E402
 
 __all__ = [
+    "COMPILED",
     "FEATURE_VERSION",
     "FEATURE_NAMES",
     "IP_FEATURE_NAMES",

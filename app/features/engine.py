@@ -96,7 +96,7 @@ def _take(cls: type[_S], state: _S | bytes | bytearray | memoryview | None, t_ms
         return own if t_ms - own.last_event_ms <= IDLE_TTL_MS else cls()
     if type(state) is not cls:
         raise TypeError(f"expected {cls.__name__}, bytes or None, got {type(state).__name__}")
-    return state.copy() if t_ms - state.last_event_ms <= IDLE_TTL_MS else cls()
+    return state.copy() if t_ms - state.last_event_ms <= IDLE_TTL_MS else cls()  # type: ignore[return-value]
 
 
 def ip_stage(click: Click, ip_state: IpState | bytes | None) -> tuple[IpState, np.ndarray]:
@@ -281,7 +281,7 @@ class OfflineFeatureEngine:
             (self.user_states, UserState),
             (self.session_states, SessionState),
         ):
-            old = [k for k, v in table.items() if _last_event_ms(cls, v) < cutoff]
+            old = [k for k, v in table.items() if _last_event_ms(cls, v) < cutoff]  # type: ignore[type-var]
             for k in old:
                 del table[k]
             dropped += len(old)

@@ -56,3 +56,9 @@ def test_dockerfile_installs_from_the_lock_file_and_copies_every_package() -> No
     assert "--require-hashes -r requirements.lock" in dockerfile
     for package in ("app", "agents", "models"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_dockerfile_builds_the_compiled_feature_engine_where_the_worker_looks() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "python -m app.features.build_engine" in dockerfile
+    assert "ENV IVT_COMPILED_DIR=/opt/ivt/build/mypyc" in dockerfile
