@@ -427,18 +427,32 @@ def scale_out(
     N per stage) draining the ``n`` clicks of ``source``, copied to its input once it runs."""
     settings = phase_settings(source.bootstrap_servers, phase, work, keyed)
     group = WorkerProcess(settings, work / f"worker-group-{phase}.log", processes=workers, split_stages=split)
+    group.wait_ready(timeout=180)
+    flags = f"--processes {workers}" + (" --split-stages" if split else "")
+    return drained(settings, group, n, f"ivt worker {flags}", work, copy_from=source)
+
+
+def drained(
+    settings: Settings,
+    worker: WorkerProcess,
+    n: int,
+    what: str,
+    work: Path,
+    copy_from: Settings | None = None,
+) -> tuple[float, list[dict[str, Any]]]:
+    """(clicks/s, stats snapshots) of a ready ``worker`` draining ``n`` clicks, stopped afterwards.
+    With ``copy_from`` the group settles first and the clicks are copied in from there."""
     try:
-        group.wait_ready(timeout=180)
-        time.sleep(10)  # the group settles: nothing is published during its rebalances
-        asyncio.run(copy_clicks(source, settings, n))
+        if copy_from is not None:
+            time.sleep(10)  # the group settles: nothing is published during its rebalances
+            asyncio.run(copy_clicks(copy_from, settings, n))
         got, rate = drain_rate(settings, n)
     finally:
         snapshots = worker_snapshots(settings.data_dir)
-        group.stop()
+        worker.stop()
     if got < n:
-        raise SystemExit(f"the worker group produced {got:,} of {n:,} verdicts: see {work}")
-    flags = f"--processes {workers}" + (" --split-stages" if split else "")
-    console.print(f"ivt worker {flags} drained {got:,} of {n:,} clicks at {rate:,.0f} clicks/s")
+        raise SystemExit(f"{what} produced {got:,} of {n:,} verdicts: see {work}")
+    console.print(f"{what} drained {got:,} of {n:,} clicks at {rate:,.0f} clicks/s")
     return rate, snapshots
 
 
@@ -549,15 +563,9 @@ def main() -> None:
         if split:  # its processes join one by one: settle the group, then copy the backlog in
             sustained, snapshots = scale_out(settings, keyed, 1, n, work, split=True, phase=5)
         else:
-            worker = _worker(settings, "throughput", work, split)
-            try:
-                got, sustained = drain_rate(settings, n)
-            finally:
-                snapshots = worker_snapshots(settings.data_dir)
-                worker.stop()
-            if got < n:
-                raise SystemExit(f"the worker produced {got:,} of {n:,} verdicts: see {work}")
-            console.print(f"one worker drained {got:,} of {n:,} clicks at {sustained:,.0f} clicks/s")
+            sustained, snapshots = drained(
+                settings, _worker(settings, "throughput", work, split), n, "one worker", work
+            )
         throughput_rss = peak_rss(snapshots, split)
         scaled = scale_out(settings, keyed, args.scale_out, n, work, split)[0] if args.scale_out > 1 else None
 
