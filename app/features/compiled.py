@@ -92,9 +92,8 @@ def build(folder: Path) -> None:
     from setuptools import setup
 
     cwd = Path.cwd()
-    os.chdir(
-        REPO_ROOT
-    )  # mypyc names each module after its path: app/features/engine.py -> app.features.engine
+    # mypyc names each module after its path from here: app/features/engine.py -> app.features.engine
+    os.chdir(REPO_ROOT)
     try:
         modules = [f"app/features/{name}.py" for name in COMPILED_MODULES]
         setup(

@@ -482,13 +482,11 @@ async def publish_live(
             f"{users:,} users; generating {options.warmup_s} s of warm-up traffic, "
             f"publishing from {format_time(start_ms)}"
         )
+        ahead = total // PIECE_CLICKS + 4 if options.pregenerate else options.ahead
+        encoder = _Encoder(params, population, topics, ahead, limit=total)  # nothing past the run
+        encoder.start()
         if options.pregenerate:
-            encoder = _Encoder(params, population, topics, total // PIECE_CLICKS + 4, limit=total)
-            encoder.start()
             await encoder.pregenerate(total)
-        else:
-            encoder = _Encoder(params, population, topics, options.ahead)
-            encoder.start()
         sender = (
             _BatchSender(producer, options.linger_ms)
             if options.producer == "batch"
