@@ -476,8 +476,7 @@ def live_phase(
         )
     finally:
         worker.stop()
-    start_ns = min(intended for intended, _ in asyncio.run(send_lateness(settings, report.acked)))
-    during, tail = keeping_up(start_ns, seconds, stamps)
+    during, tail = keeping_up(report.start_ns, seconds, stamps)
     console.print(
         f"live load {rate:,.0f}/s: {during:,.0f} verdicts/s while it ran, last {tail:+.2f} s after it"
     )

@@ -132,6 +132,8 @@ class LiveReport:
     event_time_drift_ms: float = 0.0
     #: CPU seconds of the sending process while it published (the encoder process not counted)
     sender_cpu_s: float = 0.0
+    #: The schedule's start: click 0's intended send time, epoch ns
+    start_ns: int = 0
     clicks_by_family: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -327,10 +329,10 @@ def _encode_forever(
     topics: TopicLayout,
     blocks: Any,
     stopping: Any,
-    limit: int | None = None,
+    limit: int,
 ) -> None:
-    """The encoder process: run the simulator, put encoded chunks on the bounded queue; with
-    ``limit``, stop once that many clicks are encoded."""
+    """The encoder process: run the simulator, put encoded chunks on the bounded queue until
+    ``limit`` clicks are encoded."""
     try:
         sim, encoded = Simulator(params, population), 0
         for out in sim.run(None):
@@ -342,7 +344,7 @@ def _encode_forever(
                     except queue.Full:
                         continue
                 encoded += len(block.values)
-                if stopping.is_set() or (limit is not None and encoded >= limit):
+                if stopping.is_set() or encoded >= limit:
                     return
     except BaseException:  # handed to the sender, which raises it
         blocks.put(RuntimeError("simulator process failed:\n" + traceback.format_exc()))
@@ -361,7 +363,7 @@ class _Encoder:
         population: Population,
         topics: TopicLayout,
         ahead: int,
-        limit: int | None = None,
+        limit: int,
     ) -> None:
         # fork: the child starts at once with the population (and its memo) already built, and the
         # caller's __main__ is not imported again; it never touches the parent's event loop or sockets
@@ -599,7 +601,7 @@ async def _send_all(
     # click i is due at start + i * den / num seconds (exact integer arithmetic)
     frac = Fraction(options.rate).limit_denominator(1000)
     num, den = frac.numerator, frac.denominator
-    start_ns = start_ms * 1_000_000
+    start_ns = report.start_ns = start_ms * 1_000_000
     # one clock: the wall clock at one instant, advanced by the monotonic clock (no NTP jumps)
     wall0, mono0 = time.time_ns(), time.perf_counter_ns()
 

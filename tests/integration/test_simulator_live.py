@@ -66,6 +66,8 @@ def test_live_publishes_clicks_purchases_and_rfm_at_the_rate(
     assert len(records) == 900
     families = set()
     intended_prev = {}
+    # the report's schedule start is click 0's intended send time
+    assert min(int(dict(r.headers)[INTENDED_HEADER]) for r in records) == report.start_ns
     for r in records:
         click = parse_click(r.value)
         assert r.key == click.ip.encode()
