@@ -37,7 +37,7 @@ test-unit: install
 	$(BIN)/pytest -m "not integration"
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 # The short form of the live-path benchmark (CI runs it so the script keeps working; the figures in
 # the README come from the full form written beside them).

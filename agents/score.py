@@ -1,65 +1,46 @@
 """Stage 3: user and session counters, the feature vector, micro-batched ONNX scoring, verdicts.
 
 Consumes ``clicks-by-entity`` (bundles of clicks on the partition of their user, or session when
-there is no user: a session belongs to one user, so its state lives on the same partition). Records
-are taken for up to ``IVT_BATCH_MAX_WAIT_MS`` and their clicks scored in batches of up to
-``IVT_BATCH_MAX_EVENTS``: state is updated click by click in arrival order (so features equal the
-offline engine's), each batch is scored in one ONNX Runtime call, each click is judged against its
-slice's threshold, and verdicts keyed by click id go to ``verdicts`` with the feature vector that
-produced them.
+there is no user: a session belongs to one user, so its state lives on the same partition). The
+clicks of a take are scored in chunks of up to ``IVT_BATCH_MAX_EVENTS``: state is updated click by
+click in arrival order (so features equal the offline engine's), each chunk is scored in one ONNX
+Runtime call, each click is judged against its slice's threshold, and verdicts keyed by click id go
+to ``verdicts`` with the feature vector that produced them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-import faust
 import numpy as np
 import orjson
 
-from agents.delivery import acking
-from agents.event_batches import take_batches
-from agents.faust_compat import current_events
-from agents.headers import forward_headers
-from agents.record_batches import RecordBatches, fetch_metadata, kafka_producer
 from agents.sweeper import PartitionSweeper
-from agents.table_writes import TableWriter
 from app import features
-from app.events import Click, EnrichedClick, decode_entity_bundle, format_time, model_verdict_wire
-from app.exceptions import InvalidEvent
-from app.faust_app import app, clicks_by_entity_topic, settings, state_table, verdicts_topic
+from app.contracts import topics
+from app.contracts.events import Click, EnrichedClick, decode_entity_bundle, format_time, model_verdict_wire
+from app.contracts.exceptions import InvalidEvent
+from app.contracts.headers import forward_headers
+from app.contracts.settings import Settings
+from app.contracts.topics import key_partitions
 from app.features import FEATURE_VERSION, SessionState, UserState, entity_stage
-from app.gc_tuning import freeze_startup_heap
-from app.metrics import STATS, stats_dir
-from app.topics import key_partitions
+from app.runtime.app import Runtime
+from app.runtime.gc_tuning import freeze_startup_heap
+from app.runtime.runner import bind_stage
+from app.runtime.stage import InputRecord, OutputRecord, Stage, StateTable
+from app.runtime.stats import STATS, stats_dir
+from app.runtime.tables import TableWriter
 from models.registry import Registry
 from models.scorer import Scorer
 
-__all__ = [
-    "score_clicks",
-    "user_states",
-    "session_states",
-    "load_scorer",
-    "verdict_values",
-    "decode_events",
-    "score_batch",
-    "flush_states",
-]
+__all__ = ["Score", "bind", "load_scorer", "verdict_values", "decode_records"]
 
 log = logging.getLogger(__name__)
 
-user_states = state_table("user-state", "UserState bytes per Click.entity_key (user, else session)")
-session_states = state_table("session-state", "SessionState bytes per session id")
-user_writer, session_writer = TableWriter(user_states), TableWriter(session_states)
-_every_ms = int(settings.state_sweep_s * 1000)
-user_sweeper = PartitionSweeper(user_writer, UserState, _every_ms)
-session_sweeper = PartitionSweeper(session_writer, SessionState, _every_ms)
 
-
-def load_scorer() -> Scorer:
+def load_scorer(settings: Settings) -> Scorer:
     """The pinned version (IVT_MODEL_VERSION), else the newest active one, else the reference model."""
     registry = Registry(settings.registry_dir)
     version = settings.model_version
@@ -95,11 +76,8 @@ def verdict_values(
     model_version: str,
     decided_at_ms: int,
 ) -> list[bytes]:
-    """One live verdict (revision 0) per click, as the JSON of :func:`app.events.model_verdict_wire`.
-
-    Pure, so tests can call it. No :class:`app.events.Verdict` objects in between: building one per
-    click and then its dict cost about as much as the JSON itself.
-    """
+    """One live verdict (revision 0) per click, as the JSON of
+    :func:`app.contracts.events.model_verdict_wire`, without a ``Verdict`` object per click."""
     decided_at, dumps, option = format_time(decided_at_ms), orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
     return [
         dumps(
@@ -114,114 +92,123 @@ def verdict_values(
     ]
 
 
-def decode_events(events: Sequence) -> list[tuple[int, EnrichedClick]]:
+def decode_records(batch: Sequence[InputRecord]) -> list[tuple[int, EnrichedClick]]:
     """The clicks of a batch of ``clicks-by-entity`` records, in order, each with its partition."""
     clicks: list[tuple[int, EnrichedClick]] = []
-    for event in events:
-        message = event.message
+    for record in batch:
         try:
-            bundle = decode_entity_bundle(event.value, forward_headers(message.headers))
+            bundle = decode_entity_bundle(record.value, forward_headers(record.headers))
         except InvalidEvent as exc:
-            log.error("undecodable record on %s@%s: %s", message.partition, message.offset, exc.reason)
+            log.error("undecodable record on %s@%s: %s", record.partition, record.offset, exc.reason)
             continue
-        clicks.extend((message.partition, item) for item in bundle)
+        clicks.extend((record.partition, item) for item in bundle)
     return clicks
 
 
-def update_states(items: Sequence[tuple[int, EnrichedClick]]) -> tuple[list[Click], np.ndarray]:
-    """Update each click's user and session state in arrival order: the clicks and their vectors."""
-    clicks, rows = [], []
-    for partition, (click, ip_features, _) in items:
-        user_key, session_key = click.entity_key.encode(), click.session_id.encode()
-        user, session, vector = entity_stage(
-            click,
-            user_writer.get(partition, user_key),
-            session_writer.get(partition, session_key),
-            np.asarray(ip_features, dtype=np.float32),
-        )
-        user_writer.put(partition, user_key, user.to_bytes())
-        session_writer.put(partition, session_key, session.to_bytes())
-        user_sweeper.maybe_sweep(partition, click.event_time_ms)
-        session_sweeper.maybe_sweep(partition, click.event_time_ms)
-        clicks.append(click)
-        rows.append(vector)
-    return clicks, np.stack(rows)
+class Score(Stage):
+    """Scores clicks with the model ``load`` returns when the stage opens (:func:`load_scorer`)."""
+
+    name = "score-clicks"
+    source = topics.CLICKS_BY_ENTITY
+
+    def __init__(
+        self,
+        settings: Settings,
+        user_states: StateTable,
+        session_states: StateTable,
+        load: Callable[[Settings], Scorer] = load_scorer,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.settings, self.load, self.clock_ms = settings, load, clock_ms
+        self.max_events, self.max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
+        self.out = settings.topic(topics.VERDICTS)
+        self.outputs = (self.out,)
+        self.users, self.sessions = user_states, session_states
+        self.tables = (user_states, session_states)
+        every_ms = int(settings.state_sweep_s * 1000)
+        self.user_sweeper = PartitionSweeper(user_states, UserState, every_ms)
+        self.session_sweeper = PartitionSweeper(session_states, SessionState, every_ms)
+        self.verdict_partitions = 0
+        self._last: tuple[list[str], list[bool]] = ([], [])  # the slices and decisions of the last chunk
+
+    def open(self, partitions: Mapping[str, int]) -> None:
+        self.scorer = self.load(self.settings)
+        self.verdict_partitions = partitions[self.out]
+        freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
+
+    def process(self, batch: Sequence[InputRecord]) -> Iterator[list[OutputRecord]]:
+        items = decode_records(batch)
+        keys = [click.click_id.encode() for _, (click, _, _) in items]
+        partitions = key_partitions(keys, self.verdict_partitions)
+        return self._chunks(items, keys, partitions)
+
+    def _chunks(
+        self, items: list[tuple[int, EnrichedClick]], keys: list[bytes], partitions: Sequence[int]
+    ) -> Iterator[list[OutputRecord]]:
+        size = self.max_events
+        for start in range(0, len(items), size):
+            end = start + size
+            yield self.score_chunk(items[start:end], keys[start:end], partitions[start:end])
+
+    def score_chunk(
+        self, items: Sequence[tuple[int, EnrichedClick]], keys: Sequence[bytes], partitions: Sequence[int]
+    ) -> list[OutputRecord]:
+        """State, scores and verdicts of up to IVT_BATCH_MAX_EVENTS clicks.
+
+        The user and session changes stay buffered in the state tables (reads see them) until the
+        runner flushes them after the take: a key changed in several chunks costs one write.
+        """
+        clicks, vectors = self.update_states(items)
+        scorer = self.scorer
+        scores = scorer.score(vectors)
+        slices = [c.slice for c in clicks]
+        invalid, thresholds = scorer.decide(scores, slices)
+        values = verdict_values(clicks, vectors, scores, invalid, thresholds, scorer.version, self.clock_ms())
+        self._last = (slices, invalid.tolist())
+        out = self.out
+        return [
+            OutputRecord(out, partition, key, value, headers)
+            for key, partition, value, (_, (_, _, headers)) in zip(
+                keys, partitions, values, items, strict=True
+            )
+        ]
+
+    def update_states(self, items: Sequence[tuple[int, EnrichedClick]]) -> tuple[list[Click], np.ndarray]:
+        """Update each click's user and session state in arrival order: the clicks and their vectors."""
+        users, sessions = self.users, self.sessions
+        user_sweeper, session_sweeper = self.user_sweeper, self.session_sweeper
+        clicks, rows = [], []
+        for partition, (click, ip_features, _) in items:
+            user_key, session_key = click.entity_key.encode(), click.session_id.encode()
+            user, session, vector = entity_stage(
+                click,
+                users.get(partition, user_key),
+                sessions.get(partition, session_key),
+                np.asarray(ip_features, dtype=np.float32),
+            )
+            users.put(partition, user_key, user.to_bytes())
+            sessions.put(partition, session_key, session.to_bytes())
+            user_sweeper.maybe_sweep(partition, click.event_time_ms)
+            session_sweeper.maybe_sweep(partition, click.event_time_ms)
+            clicks.append(click)
+            rows.append(vector)
+        return clicks, np.stack(rows)
+
+    def chunk_sent(self, wall_us: float, cpu_us: float) -> None:
+        """The worker's in-process cost of a scoring chunk: formed -> verdicts handed to the producer."""
+        slices, invalid = self._last
+        STATS.record_batch(wall_us, cpu_us, slices, invalid)
+
+    def flushed(self, wall_us: float, cpu_us: float) -> None:
+        STATS.record_flush(wall_us, cpu_us)
 
 
-@app.agent(clicks_by_entity_topic, name="score-clicks")
-async def score_clicks(stream: faust.StreamT[bytes]) -> None:
-    scorer = load_scorer()
-    freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
-    max_events, max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
-    outputs = (verdicts_topic.get_topic_name(), user_writer.changelog, session_writer.changelog)
-    await fetch_metadata(kafka_producer(app), *outputs)
-    async with acking(stream, "score-clicks") as acker:
-        async for events in take_batches(stream, max_events, max_wait_s):
-            events = current_events(app, events)
-            items = decode_events(events)
-            keys = [click.click_id.encode() for _, (click, _, _) in items]
-            partitions = key_partitions(keys, await RecordBatches(kafka_producer(app)).partitions(outputs[0]))
-            deliveries = []
-            for start in range(0, len(items), max_events):
-                if start:
-                    await asyncio.sleep(0)  # let the producer send the previous batch's verdicts
-                end = start + max_events
-                deliveries += await score_batch(
-                    scorer, items[start:end], keys[start:end], partitions[start:end]
-                )
-            deliveries += await flush_states(kafka_producer(app))
-            await acker.submit(events, deliveries)
+def bind(runtime: Runtime) -> None:
+    users = runtime.table("user-state", "UserState bytes per Click.entity_key (user, else session)")
+    sessions = runtime.table("session-state", "SessionState bytes per session id")
+    bind_stage(runtime, Score(runtime.settings, TableWriter(users), TableWriter(sessions)))
+    data_dir = runtime.settings.data_dir
 
-
-async def score_batch(
-    scorer: Scorer,
-    items: Sequence[tuple[int, EnrichedClick]],
-    keys: Sequence[bytes],
-    partitions: Sequence[int],
-) -> list:
-    """State, scores and verdicts of up to IVT_BATCH_MAX_EVENTS clicks, sent; their delivery futures.
-
-    ``keys`` are the verdicts' keys (the click ids) and ``partitions`` their partitions of
-    ``verdicts``, computed for the whole take at once (:func:`app.topics.key_partitions`).
-
-    The user and session changes stay buffered in the table writers (reads see them) until
-    :func:`flush_states`. The worker's in-process cost histograms time this call: batch formed ->
-    verdicts handed to the producer.
-    """
-    started, started_cpu = time.perf_counter(), time.thread_time()
-    clicks, vectors = update_states(items)
-    scores = scorer.score(vectors)
-    slices = [c.slice for c in clicks]
-    invalid, thresholds = scorer.decide(scores, slices)
-    decided_at_ms = time.time_ns() // 1_000_000
-    values = verdict_values(clicks, vectors, scores, invalid, thresholds, scorer.version, decided_at_ms)
-    out = verdicts_topic.get_topic_name()
-    batches = RecordBatches(kafka_producer(app))
-    for key, partition, value, (_, (_, _, headers)) in zip(keys, partitions, values, items, strict=True):
-        batches.add(out, partition, key, value, headers)
-    deliveries = [batch.future for batch in await batches.send()]
-    STATS.record_batch(
-        (time.perf_counter() - started) * 1e6,
-        (time.thread_time() - started_cpu) * 1e6,
-        slices,
-        invalid.tolist(),
-    )
-    return deliveries
-
-
-async def flush_states(producer: object) -> list:
-    """Write the buffered user and session changes to RocksDB and send their changelog records.
-
-    Once per take of records, after all its scoring batches, not once per scoring batch: the records
-    gate only the acks, and a key changed in several batches of a take costs one write and one
-    record. Their delivery futures; timed into the worker's flush histograms.
-    """
-    started, started_cpu = time.perf_counter(), time.thread_time()
-    deliveries = await user_writer.flush(producer) + await session_writer.flush(producer)
-    STATS.record_flush((time.perf_counter() - started) * 1e6, (time.thread_time() - started_cpu) * 1e6)
-    return deliveries
-
-
-@app.timer(interval=5.0, name="worker-stats")
-async def write_stats() -> None:
-    STATS.write(stats_dir(settings.data_dir))
+    @runtime.app.timer(interval=5.0, name="worker-stats")
+    async def write_stats() -> None:
+        STATS.write(stats_dir(data_dir))

@@ -2,7 +2,8 @@
 
 The feature engine treats a state idle for more than ``IDLE_TTL_MS`` (25 h of event time) as absent;
 this removes such keys from RocksDB and writes a tombstone to the changelog (compacted away later).
-It runs inside the agent, between events, through the stage's :class:`agents.table_writes.TableWriter`,
+It runs inside the stage, between events, through the stage's state table (a
+:class:`app.runtime.tables.TableWriter` in a worker),
 so each tombstone goes to the changelog partition of the database it was swept from and in order with
 the stage's own writes. Faust's RocksDB store keeps the changelog offset it has applied in the same
 database (``offset_key``); that record is not state and is skipped. Each partition is swept at most once per
@@ -14,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from agents.table_writes import TableWriter
 from app.features.state import IDLE_TTL_MS
+from app.runtime.stage import StateTable
 
 __all__ = ["PartitionSweeper", "SWEEP_MARGIN_MS"]
 
@@ -31,7 +32,7 @@ class _PeeksTime(Protocol):
 
 
 class PartitionSweeper:
-    def __init__(self, writer: TableWriter, state_cls: type[_PeeksTime], every_ms: int) -> None:
+    def __init__(self, writer: StateTable, state_cls: type[_PeeksTime], every_ms: int) -> None:
         self.writer = writer
         self.state_cls = state_cls
         self.every_ms = every_ms

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.settings import Settings
-from models.calibrate_cli import load_calibration_set, parse_days
+from app.cli.calibrate import load_calibration_set, parse_days
+from app.contracts.settings import Settings
 from models.calibration import CalibrationSet, calibrate
 from models.metrics import ALL, per_slice
 from models.registry import Registry

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import numpy as np
 from datasketches import hll_sketch, hll_union, tgt_hll_type
 
-from app.events import Click
+from app.contracts.events import Click
 from app.features import FEATURE_VERSION, N_FEATURES, entity_stage, ip_stage
 from app.features.distinct import LG_K
 

@@ -53,14 +53,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.record_batches import RecordBatches  # noqa: E402
-from app import topics  # noqa: E402
-from app.broker.admin import ensure_topics  # noqa: E402
-from app.broker.local import LocalBroker  # noqa: E402
-from app.metrics import read_snapshots, stats_dir  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.cli.worker import WorkerProcess  # noqa: E402
+from app.contracts import topics  # noqa: E402
+from app.contracts.settings import Settings  # noqa: E402
+from app.kafka.admin import ensure_topics  # noqa: E402
+from app.kafka.local import LocalBroker  # noqa: E402
+from app.runtime.producer import RecordBatches  # noqa: E402
+from app.runtime.stats import read_snapshots, stats_dir  # noqa: E402
 from app.simulator.live import INTENDED_HEADER, LiveOptions, publish_live  # noqa: E402
-from app.worker import WorkerProcess  # noqa: E402
 
 console = Console()
 
@@ -172,10 +172,10 @@ async def raw_passthrough(settings: Settings, n: int, fanout: int = 1, batched: 
     ``fanout=WORKER_SENDS_PER_CLICK`` is the Kafka client work the worker cannot avoid per click with
     no work of its own (a floor of its cost, so a ceiling of its rate: the worker also consumes and
     sends the bundles between its stages). ``batched`` appends the records per partition as the
-    worker does (:mod:`agents.record_batches`) instead of one ``producer.send`` each.
+    worker does (:mod:`app.runtime.producer`) instead of one ``producer.send`` each.
     """
-    from app.broker.admin import ensure_topics_async
-    from app.topics import TopicSpec
+    from app.contracts.topics import TopicSpec
+    from app.kafka.admin import ensure_topics_async
 
     out = settings.topic("bench-passthrough")
     await ensure_topics_async(settings, [TopicSpec(out, settings.click_partitions, "same as clicks")])

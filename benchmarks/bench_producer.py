@@ -24,10 +24,10 @@ from aiokafka.partitioner import murmur2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import topics  # noqa: E402
-from app.broker.admin import ensure_topics  # noqa: E402
-from app.broker.local import LocalBroker  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.contracts import topics  # noqa: E402
+from app.contracts.settings import Settings  # noqa: E402
+from app.kafka.admin import ensure_topics  # noqa: E402
+from app.kafka.local import LocalBroker  # noqa: E402
 
 VALUE = b"x" * 900
 HEADERS = [("ivt-intended-ns", b"1795400000000000000")]

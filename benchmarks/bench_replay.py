@@ -39,16 +39,16 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from bench_live import VerdictLatency, _count_until, _worker  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
-from app import topics  # noqa: E402
-from app.broker.admin import ensure_topics  # noqa: E402
-from app.broker.local import LocalBroker  # noqa: E402
-from app.events import SLICES, Click  # noqa: E402
-from app.replay.client import submit_async, wait_done  # noqa: E402
-from app.replay.job import ReplayJob  # noqa: E402
-from app.replay.progress import Progress  # noqa: E402
-from app.replay.reader import new_consumer, partitions_of  # noqa: E402
-from app.replay.worker import ReplayWorkerProcess  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from agents.replay.client import submit_async, wait_done  # noqa: E402
+from agents.replay.job import ReplayJob  # noqa: E402
+from agents.replay.progress import Progress  # noqa: E402
+from agents.replay.reader import new_consumer, partitions_of  # noqa: E402
+from app.cli.processes import ReplayWorkerProcess  # noqa: E402
+from app.contracts import topics  # noqa: E402
+from app.contracts.events import SLICES, Click  # noqa: E402
+from app.contracts.settings import Settings  # noqa: E402
+from app.kafka.admin import ensure_topics  # noqa: E402
+from app.kafka.local import LocalBroker  # noqa: E402
 from app.simulator.live import INTENDED_HEADER, LiveOptions, publish_live  # noqa: E402
 from models.registry import Registry  # noqa: E402
 from models.tiny import REFERENCE_VERSION, ensure_reference_model  # noqa: E402

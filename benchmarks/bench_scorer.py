@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from models.registry import Registry
 from models.scorer import Scorer
 from models.tiny import build_reference_model, fit_reference, reference_dataset

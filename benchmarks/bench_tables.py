@@ -48,8 +48,8 @@ _T = struct.Struct(">q")
 
 
 def rocksdb_options() -> dict[str, int]:
-    """Copy of ``app.faust_app.rocksdb_options`` (importing that module registers the project's app)."""
-    from app.settings import Settings
+    """Copy of ``app.runtime.app.rocksdb_options`` (importing that module registers the project's app)."""
+    from app.contracts.settings import Settings
 
     s = Settings.from_env()
     mib = 1024 * 1024
@@ -253,9 +253,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_variant(args: argparse.Namespace, variant: str, bootstrap: str, workdir: Path, data: Path) -> dict:
-    from app.broker.admin import ensure_topics
-    from app.settings import Settings
-    from app.topics import TopicSpec
+    from app.contracts.settings import Settings
+    from app.contracts.topics import TopicSpec
+    from app.kafka.admin import ensure_topics
 
     app_id = f"bt{os.getpid()}-{variant}"
     done = workdir / f"{variant}.done"
@@ -314,10 +314,10 @@ def main() -> int:
         worker_main(args)
         return 0
 
-    from app.broker.admin import ensure_topics
-    from app.broker.local import LocalBroker
-    from app.settings import Settings
-    from app.topics import TopicSpec
+    from app.contracts.settings import Settings
+    from app.contracts.topics import TopicSpec
+    from app.kafka.admin import ensure_topics
+    from app.kafka.local import LocalBroker
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

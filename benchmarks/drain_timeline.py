@@ -38,12 +38,12 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app import topics  # noqa: E402
-from app.broker.local import LocalBroker  # noqa: E402
-from app.events import decode_entity_bundle  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.cli.worker import WorkerProcess  # noqa: E402
+from app.contracts import topics  # noqa: E402
+from app.contracts.events import decode_entity_bundle  # noqa: E402
+from app.contracts.settings import Settings  # noqa: E402
+from app.kafka.local import LocalBroker  # noqa: E402
 from app.simulator.live import LiveOptions, publish_live  # noqa: E402
-from app.worker import WorkerProcess  # noqa: E402
 from benchmarks.bench_live import _reader, copy_clicks, drain_rate, phase_settings  # noqa: E402
 
 console = Console()

@@ -1,7 +1,7 @@
 """How fast can one Faust worker process move clicks through a validate-like stage? (a script, not a test)
 
 Starts its own single-node broker (LocalBroker on free ports, in a temp dir), pre-produces ``--messages``
-realistic click JSON messages (``app.events.Click(...).to_json()``, keyed by IP, with the simulator's
+realistic click JSON messages (``app.contracts.events.Click(...).to_json()``, keyed by IP, with the simulator's
 ``ivt-intended-ns``/``ivt-sent-ns`` headers) to a 6-partition input topic, then runs each variant as a
 worker subprocess with its own consumer group and its own 6-partition output topic. Every variant does
 the validation stage's work per event (``parse_click``, canonical ``to_json``, ``ivt-*`` header
@@ -45,7 +45,7 @@ debug), ``poll=N`` (broker_max_poll_records), ``fetch=BYTES`` (consumer_max_fetc
 hop by itself), ``memopart`` (cache the producer's pure-Python murmur2 partition per key),
 ``depth=N`` (take_noack/raw: batches in flight before waiting), ``uvloop`` (uvloop event loop
 policy; uvloop is not a project dependency, make it importable e.g. with PYTHONPATH),
-``fastdrain`` (app.fast_drain.FastDrainConsumer, which the worker uses: run each message's
+``fastdrain`` (app.runtime.drain.FastDrainConsumer, which the worker uses: run each message's
 delivery callback inline until it would block, instead of ``wait_first`` with four tasks per
 message; see FAUST_THROUGHPUT.md).
 
@@ -165,7 +165,7 @@ def parse_spec(text: str) -> Spec:
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage's per-event work (agents/validate.py's, from app.validation)
+# The stage's per-event work (agents/validate.py's, from app.contracts.validation)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -180,9 +180,9 @@ def stage_output(
     dlq: str,
 ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) of the one record an input event becomes."""
-    from agents.headers import forward_headers
-    from app.exceptions import InvalidEvent
-    from app.validation import dlq_headers, route
+    from app.contracts.exceptions import InvalidEvent
+    from app.contracts.headers import forward_headers
+    from app.contracts.validation import dlq_headers, route
 
     outcome = route(value, MAX_EVENT_BYTES)
     if isinstance(outcome, InvalidEvent):
@@ -274,7 +274,7 @@ def build_app(spec: Spec, args: argparse.Namespace) -> Any:
         **settings,
     )
     if "fastdrain" in spec.flags:
-        from app.fast_drain import FastDrainConsumer
+        from app.runtime.drain import FastDrainConsumer
 
         app.transport.Consumer = FastDrainConsumer
     src = app.topic(args.input, key_type=bytes, value_type=bytes, internal=False)
@@ -461,7 +461,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
     (Path(args.data_dir) / args.app_id).mkdir(parents=True, exist_ok=True)
     app = build_app(spec, args)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # as app/worker.py does
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # as app/cli/worker.py does
     Worker(app, loglevel="debug" if spec.debug else "info", quiet=True).execute_from_commandline()
 
 
@@ -489,7 +489,7 @@ USER_AGENTS = {
 
 def make_clicks(n: int, seed: int = 7) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     """(key, value, headers) of ``n`` realistic clicks: households of users, a third anonymous."""
-    from app.events import Click
+    from app.contracts.events import Click
 
     rng = random.Random(seed)
     n_users = max(n // 5, 10)
@@ -581,8 +581,8 @@ class Runner:
         parse_spec(text)
         app_id = f"{self.prefix}v{index}"
         output = f"{self.prefix}out-v{index}"
-        from app.broker.admin import TopicSpec, ensure_topics
-        from app.settings import Settings
+        from app.contracts.settings import Settings
+        from app.kafka.admin import TopicSpec, ensure_topics
 
         ensure_topics(
             Settings.from_env(bootstrap_servers=self.bootstrap),
@@ -870,9 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile and not Path(args.pyspy).exists():
         raise SystemExit(f"py-spy not found at {args.pyspy} (--pyspy)")
 
-    from app.broker.admin import TopicSpec, ensure_topics
-    from app.broker.local import LocalBroker
-    from app.settings import Settings
+    from app.contracts.settings import Settings
+    from app.kafka.admin import TopicSpec, ensure_topics
+    from app.kafka.local import LocalBroker
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # transient metadata errors on new topics

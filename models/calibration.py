@@ -1,6 +1,6 @@
 """Slice-level calibration (SLIDR): per-slice thresholds from a convex problem under an FPR budget.
 
-Pure functions over plain arrays; no Kafka, no registry (``models.calibrate_cli`` does the I/O).
+Pure functions over plain arrays; no Kafka, no registry (``app.cli.calibrate`` does the I/O).
 
 The steps, for a model's scores on a calibration set (one row per click: score, slice, purchasing
 or not, clicks of its session in that hour):
@@ -31,7 +31,7 @@ or not, clicks of its session in that hour):
    any single threshold can do there), and the knee of the pooled IVR-FPR curve
    (:func:`knee_point`), evaluated per slice beside the per-slice solution.
 
-Slices are ``app.events.SLICES`` (device x logged-in) by default; :data:`SLICINGS` groups them more
+Slices are ``app.contracts.events.SLICES`` (device x logged-in) by default; :data:`SLICINGS` groups them more
 coarsely (``device``, ``login``, ``none``) and the group's threshold is written to every slice in it.
 A slice with too few purchasing clicks to estimate its FPR is left out of the problem and served by
 the default threshold; the result lists it.
@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, lsq_linear, minimize
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from models.exceptions import ModelError
 from models.metrics import ALL, DEFAULT_K, ivr_fpr_curve, per_slice, robotic_mask
 
@@ -135,7 +135,7 @@ def _check_rate(name: str, value: float, *, open_low: bool, open_high: bool) -> 
 class CalibrationSet:
     """Scores of one model on held-out clicks, with what the metrics need. Validated on construction.
 
-    ``slices`` are fine slice keys (``app.events.SLICES``); ``purchasing`` marks clicks a purchase
+    ``slices`` are fine slice keys (``app.contracts.events.SLICES``); ``purchasing`` marks clicks a purchase
     names (FPR's denominator); ``session_hour_clicks`` is the click's session's clicks in that hour
     (robotic when ``> k``).
     """

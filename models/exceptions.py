@@ -2,7 +2,7 @@
 
 Tree::
 
-    IvtError                          (app.exceptions)
+    IvtError                          (app.contracts.exceptions)
     ├── FeatureSpecError              (app.features.spec) vector/model disagrees with the feature spec
     └── ModelError                    anything wrong with a model version or its use
         ├── ModelNotFound             no such version in the registry (also a LookupError)
@@ -24,7 +24,7 @@ message says which version and what was expected against what was found.
 
 from __future__ import annotations
 
-from app.exceptions import IvtError
+from app.contracts.exceptions import IvtError
 from app.features.spec import FeatureSpecError
 
 __all__ = [

@@ -25,7 +25,7 @@ manifest only carries standardisation. ``preprocessing["applied_in"]`` says wher
 * ``"scorer"``: the scorer computes ``(x - mean) / scale`` before the graph; both are required;
 * ``"none"``: the graph takes the engine's vector as it is.
 
-Thresholds: a click is invalid when ``score >= threshold`` of its slice (``app.events.SLICES``),
+Thresholds: a click is invalid when ``score >= threshold`` of its slice (``app.contracts.events.SLICES``),
 else of ``default_threshold``. A ``"default"`` key in ``thresholds`` is accepted as an alias if it
 equals ``default_threshold`` and is not stored twice.
 """
@@ -48,7 +48,7 @@ from typing import Any, Final
 
 import orjson
 
-from app.events import SLICES, format_time
+from app.contracts.events import SLICES, format_time
 from app.features.spec import SPEC, FeatureSpec, FeatureSpecError
 from models.exceptions import (
     DuplicateModel,

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from app.features.spec import FEATURE_NAMES, SPEC
 from models import metrics as M
 from models.baselines import fit_logreg, logreg_scores, velocity_scores

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from app.broker.admin import ensure_topics
-from app.broker.local import LocalBroker
-from app.settings import Settings
+from app.contracts.settings import Settings
+from app.kafka.admin import ensure_topics
+from app.kafka.local import LocalBroker
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from typing import Final, TypeVar
 
 import numpy as np
 
-from app.events import DEVICE_TYPES, Click
+from app.contracts.events import DEVICE_TYPES, Click
 from app.features.buckets import HOUR_MS, MINUTE_MS
 from app.features.spec import FEATURE_NAMES, IP_FEATURE_NAMES
 from app.features.state import IDLE_TTL_MS, USER_LAYOUT, IpState, SessionState, UserState

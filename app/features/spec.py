@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from app.events import DEVICE_TYPES
-from app.exceptions import IvtError
+from app.contracts.events import DEVICE_TYPES
+from app.contracts.exceptions import IvtError
 
 __all__ = [
     "FEATURE_VERSION",
@@ -131,7 +131,9 @@ LOG1P_FEATURES: Final[frozenset[str]] = frozenset(
 # The one-hot block is written out above so the tuple reads as the contract; it must still follow
 # the event contract's device list, or a new device type would silently map to all zeros.
 if tuple(f"device_{d}" for d in DEVICE_TYPES) != FEATURE_NAMES[-len(DEVICE_TYPES) :]:
-    raise RuntimeError("app.events.DEVICE_TYPES changed: update the device_* features and bump the version")
+    raise RuntimeError(
+        "app.contracts.events.DEVICE_TYPES changed: update the device_* features and bump the version"
+    )
 if set(FEATURE_DOCS) != set(FEATURE_NAMES) or len(set(FEATURE_NAMES)) != len(FEATURE_NAMES):
     raise RuntimeError("FEATURE_DOCS and FEATURE_NAMES disagree, or a name is repeated")
 

@@ -13,7 +13,7 @@ updates, which are few, are buffered up to :data:`ROW_GROUP_ROWS` rows. Same see
 => byte-identical files (for the same pyarrow version: Parquet records the writer's version).
 
 Times are int64 epoch milliseconds (``event_time_ms``, ``updated_at_ms``); the wire's RFC 3339
-strings are :func:`app.events.format_time` of them.
+strings are :func:`app.contracts.events.format_time` of them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.events import format_time
+from app.contracts.events import format_time
 from app.simulator.generator import (
     CLICK_SCHEMA,
     PURCHASE_SCHEMA,

@@ -62,15 +62,16 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from app.events import format_time
-from app.exceptions import ConfigError
-from app.settings import Settings
+from app.contracts.events import format_time
+from app.contracts.exceptions import ConfigError
+from app.contracts.settings import Settings
+from app.contracts.topics import ACCOUNT_RFM, CLICKS, PURCHASES
+from app.kafka import clients
 from app.simulator import encode
 from app.simulator.generator import ChunkOutput, Simulator, click_table, purchase_table, rfm_table
 from app.simulator.params import BOT_ACTORS_PER_REFERENCE, SimParams
 from app.simulator.population import Population
 from app.simulator.truth import FAMILIES
-from app.topics import ACCOUNT_RFM, CLICKS, PURCHASES
 
 __all__ = [
     "LiveOptions",
@@ -259,7 +260,7 @@ class TopicLayout:
 
     @classmethod
     def default(cls, settings: Settings) -> TopicLayout:
-        """The layout ``app.topics`` creates (for tests; live asks the broker)."""
+        """The layout ``app.contracts.topics`` creates (for tests; live asks the broker)."""
         p = settings.click_partitions
         return cls(settings.topic(CLICKS), p, settings.topic(PURCHASES), p, settings.topic(ACCOUNT_RFM), p)
 
@@ -442,7 +443,6 @@ async def publish_live(
     settings: Settings, options: LiveOptions, console: Console | None = None
 ) -> LiveReport:
     """Publish ``options.duration_s`` seconds of clicks at ``options.rate``; returns the report."""
-    from aiokafka import AIOKafkaProducer
 
     if options.producer not in ("batch", "send"):
         raise ConfigError(f"producer must be 'batch' or 'send', got {options.producer!r}")
@@ -452,8 +452,8 @@ async def publish_live(
     users = options.users or users_for_rate(
         options.rate, now_ms, options.seed, options.bot_scale, options.warmup_s
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+    producer = clients.producer(
+        settings,
         acks="all" if options.idempotence or options.acks == "all" else int(options.acks),
         enable_idempotence=options.idempotence,
         linger_ms=options.linger_ms,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.exceptions import ConfigError
+from app.contracts.exceptions import ConfigError
 
 __all__ = ["SimParams", "DEFAULT_START", "REFERENCE_USERS", "BOT_ACTORS_PER_REFERENCE"]
 

@@ -2,7 +2,7 @@
 
 Truth travels beside the click, never inside the fields the detector reads: on the wire it is the
 ``_truth`` object ``{"actor": "human"|"bot", "family": <family>, "actor_id": <int>}``, which
-:func:`app.events.parse_click` drops; in history files it is the ``truth_actor``, ``truth_family``
+:func:`app.contracts.events.parse_click` drops; in history files it is the ``truth_actor``, ``truth_family``
 and ``truth_actor_id`` columns (purchases carry ``truth_actor`` and ``truth_family`` of their click).
 
 An actor is identified by ``(family, actor_id)``: for humans ``actor_id`` is the user's index in the

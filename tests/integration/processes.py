@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.settings import Settings
-from app.worker import WorkerProcess
+from app.cli.worker import WorkerProcess
+from app.contracts.settings import Settings
 
 
 @contextmanager

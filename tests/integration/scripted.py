@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.events import Click
+from app.contracts.events import Click
 
 T0 = 1_795_000_000_000  # a fixed Tuesday in 2026, 10:13:20 UTC
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app import topics
-from app.broker.admin import describe_topic_configs_async, ensure_topics, list_topics
-from app.broker.local import LocalBroker, port_in_use, process_alive, wait_for_exit
-from app.settings import REPO_ROOT, Settings
+from app.contracts import topics
+from app.contracts.settings import REPO_ROOT, Settings
+from app.kafka.admin import describe_topic_configs_async, ensure_topics, list_topics
+from app.kafka.local import LocalBroker, port_in_use, process_alive, wait_for_exit
 
 pytestmark = pytest.mark.integration
 
@@ -130,8 +130,8 @@ def test_produce_consume_round_trip(kafka_settings: Settings) -> None:
 _ORPHAN_SCRIPT = """
 import sys, time
 from pathlib import Path
-from app.broker.local import LocalBroker
-from app.settings import Settings
+from app.kafka.local import LocalBroker
+from app.contracts.settings import Settings
 state = LocalBroker(Settings.from_env(), state_dir=Path(sys.argv[1]), free_ports=True, die_with_parent=True).start()
 print(state.pid, flush=True)
 time.sleep(120)

@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaProducer
 
-from app import topics
-from app.events import AccountRfm, Click, Purchase, Verdict
+from app.contracts import topics
+from app.contracts.events import AccountRfm, Click, Purchase, Verdict
+from app.contracts.settings import Settings
 from app.features.engine import OfflineFeatureEngine
 from app.features.spec import FEATURE_NAMES, FEATURE_VERSION
-from app.settings import Settings
-from models.dataset import DATA_FILE, build_from_kafka, read_info
+from models.dataset import DATA_FILE, read_info
+from models.dataset_kafka import build_from_kafka
 from models.labels import LabelRule
 
 H = 3_600_000

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app import topics
-from app.events import Click, Verdict, parse_verdict
+from app.cli.worker import WorkerProcess
+from app.contracts import topics
+from app.contracts.events import Click, Verdict, parse_verdict
+from app.contracts.settings import Settings
 from app.features import FEATURE_NAMES, FEATURE_VERSION, OfflineFeatureEngine
-from app.settings import Settings
-from app.worker import WorkerProcess
 from models.registry import Registry
 from models.scorer import Scorer
 from models.tiny import ensure_reference_model
@@ -218,7 +218,7 @@ def _two_worker_settings(kafka_settings: Settings, tmp_path: Path) -> list[Setti
 
 
 def _verdicts_per_worker(settings: list[Settings]) -> list[int]:
-    from app.metrics import read_snapshots, stats_dir
+    from app.runtime.stats import read_snapshots, stats_dir
 
     return [sum(snap["verdicts"] for snap in read_snapshots(stats_dir(s.data_dir))) for s in settings]
 
@@ -227,7 +227,7 @@ def test_two_worker_processes_share_the_partitions_and_every_click_gets_one_verd
     kafka_settings: Settings, reference_scorer: Scorer, tmp_path: Path
 ) -> None:
     """``ivt worker --processes 2``: two Faust workers of one group, each with its own state folder."""
-    from app.worker import process_settings
+    from app.cli.worker import process_settings
 
     clicks = _scale_out_clicks(600)
     settings = replace(kafka_settings, data_dir=tmp_path / "group", model_dir=kafka_settings.registry_dir)
@@ -259,7 +259,7 @@ def test_a_second_worker_joining_mid_stream_takes_partitions_and_loses_no_click(
 ) -> None:
     """The rebalance moves partitions, and their counters through the changelogs, to the new worker
     while clicks keep coming. Every click gets a verdict. Delivery is at-least-once: a click handled
-    around the handover can be handled twice (see app.rebalance), so duplicates are reported, not
+    around the handover can be handled twice (see app.runtime.rebalance), so duplicates are reported, not
     failed on; the test above checks exactness when the group is stable."""
     import threading
 

@@ -1,4 +1,4 @@
-"""Records appended to aiokafka's open batches (agents/record_batches.py) reach the broker whole,
+"""Records appended to aiokafka's open batches (app/runtime/producer.py) reach the broker whole,
 in order, on the partition named, and each batch reports the offset of its last record."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.record_batches import RecordBatches
-from app.broker.admin import ensure_topics_async
-from app.settings import Settings
-from app.topics import TopicSpec, key_partition
+from app.contracts.settings import Settings
+from app.contracts.topics import TopicSpec, key_partition
+from app.kafka.admin import ensure_topics_async
+from app.runtime.producer import RecordBatches
 
 pytestmark = pytest.mark.integration
 

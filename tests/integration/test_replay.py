@@ -19,18 +19,18 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app import topics
-from app.billing import read_book
-from app.broker.admin import ensure_topics
-from app.events import SLICES, Click, Purchase, Verdict, parse_verdict
+from agents.replay.client import jobs_and_progress, rerun, submit_async, wait_done
+from agents.replay.exceptions import BadJob, OffsetsOutOfRange
+from agents.replay.job import ReplayJob
+from agents.replay.progress import Progress
+from agents.replay.reader import partitions_of
+from app.cli.billing import read_book
+from app.cli.processes import ReplayWorkerProcess
+from app.contracts import topics
+from app.contracts.events import SLICES, Click, Purchase, Verdict, parse_verdict
+from app.contracts.settings import Settings
 from app.features import FEATURE_VERSION, OfflineFeatureEngine
-from app.replay.client import jobs_and_progress, rerun, submit_async, wait_done
-from app.replay.exceptions import BadJob, OffsetsOutOfRange
-from app.replay.job import ReplayJob
-from app.replay.progress import Progress
-from app.replay.reader import partitions_of
-from app.replay.worker import ReplayWorkerProcess
-from app.settings import Settings
+from app.kafka.admin import ensure_topics
 from models.registry import Registry
 from models.scorer import Scorer
 from models.tiny import REFERENCE_VERSION, ensure_reference_model

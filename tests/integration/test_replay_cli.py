@@ -9,10 +9,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.events import SLICES, Verdict
+from app.cli.main import cli
+from app.contracts.events import SLICES, Verdict
+from app.contracts.settings import Settings
 from app.features import FEATURE_VERSION
-from app.settings import Settings
 from models.registry import Registry
 from models.scorer import Scorer
 from models.tiny import REFERENCE_VERSION, ensure_reference_model

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from app.events import parse_account_rfm, parse_click
-from app.settings import Settings
+from app.contracts.events import parse_account_rfm, parse_click
+from app.contracts.settings import Settings
+from app.contracts.topics import ACCOUNT_RFM, CLICKS
 from app.simulator.live import INTENDED_HEADER, SENT_HEADER, LiveOptions, publish_live
-from app.topics import ACCOUNT_RFM, CLICKS
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.events import DEVICE_TYPES, SLICES, Click
+from app.contracts.events import DEVICE_TYPES, SLICES, Click
+from app.contracts.settings import Settings
 from app.features import OfflineFeatureEngine
-from app.settings import Settings
 from models.registry import Registry
 from models.scorer import Scorer
 from models.tiny import ensure_reference_model

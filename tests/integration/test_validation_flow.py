@@ -15,9 +15,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app import topics
-from app.events import Click, parse_click
-from app.settings import Settings
+from app.contracts import topics
+from app.contracts.events import Click, parse_click
+from app.contracts.settings import Settings
 from tests.integration.processes import running_worker
 
 pytestmark = pytest.mark.integration

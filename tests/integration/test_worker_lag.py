@@ -9,9 +9,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from app import topics
-from app.demo import worker_inputs, worker_lag
-from app.settings import Settings
+from app.cli.demo import worker_inputs, worker_lag
+from app.contracts import topics
+from app.contracts.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from faust.types.tuples import TP, ConsumerMessage, Message
 
-from agents.delivery import ack_processed
+from app.runtime.acks import ack_processed
 
 
 class _Consumer:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.broker import jars as jars_module
-from app.broker.jars import cache_root, ensure_jars, kafka_home
-from app.broker.local import (
+from app.contracts.exceptions import BrokerError
+from app.contracts.settings import REPO_ROOT, Settings
+from app.kafka import jars as jars_module
+from app.kafka.jars import cache_root, ensure_jars, kafka_home
+from app.kafka.local import (
     BrokerState,
     LocalBroker,
     broker_command,
@@ -23,8 +25,6 @@ from app.broker.local import (
     process_alive,
     render_server_properties,
 )
-from app.exceptions import BrokerError
-from app.settings import REPO_ROOT, Settings
 
 
 def _props(text: str) -> dict[str, str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.events import SLICES
+from app.cli.calibrate import default_version_name, parse_days
+from app.cli.main import cli
+from app.contracts.events import SLICES
 from app.simulator.history import write_history
 from app.simulator.params import SimParams
-from models.calibrate_cli import default_version_name, parse_days
 from models.dataset import build_from_history
 from models.registry import Registry
 from models.tiny import build_reference_model

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from models.calibration import (
     CalibrationError,
     CalibrationSet,

@@ -9,8 +9,8 @@ import typer
 from aiokafka.errors import KafkaConnectionError
 from rich.console import Console
 
-from app.cli_errors import user_errors
-from app.exceptions import IvtError
+from app.cli.errors import user_errors
+from app.contracts.exceptions import IvtError
 
 
 def _run(exc: BaseException) -> tuple[int | None, str]:
@@ -40,7 +40,7 @@ def test_other_exceptions_are_not_swallowed() -> None:
 def test_ivt_worker_refuses_unknown_stages_before_starting_anything(extra: list[str]) -> None:
     from typer.testing import CliRunner
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     result = CliRunner().invoke(cli, ["worker", "--stages", "validate,nope", *extra])
     assert result.exit_code == 2

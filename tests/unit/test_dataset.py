@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from app.events import slice_key
+from app.contracts.events import slice_key
 from app.features.engine import OfflineFeatureEngine
 from app.features.spec import FEATURE_NAMES
 from app.simulator.history import iter_history, write_history
@@ -64,7 +64,7 @@ def test_rows_columns_and_order(history: Path, built: tuple[Path, pa.Table]) -> 
 
 
 def test_features_equal_the_engine(history: Path, built: tuple[Path, pa.Table]) -> None:
-    from app.events import Click
+    from app.contracts.events import Click
 
     _, t = built
     eng = OfflineFeatureEngine()

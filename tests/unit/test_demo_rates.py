@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from app.demo import LiveRates
+from app.cli.demo import LiveRates
 
 
 def test_join_in_either_order_and_duplicates_ignored() -> None:

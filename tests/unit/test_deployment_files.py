@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from app.broker.local import JVM_OPTIONS
-from app.cli import cli
-from app.settings import ENV_PREFIX, Settings
+from app.cli.main import cli
+from app.contracts.settings import ENV_PREFIX, Settings
+from app.kafka.local import JVM_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

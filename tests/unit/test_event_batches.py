@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from agents.event_batches import take_batches
+from app.runtime.batches import take_batches
 
 TOPIC = "clicks"
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.events import (
+from app.contracts.events import (
     SLICES,
     AccountRfm,
     Click,
@@ -30,8 +30,8 @@ from app.events import (
     parse_verdict,
     slice_key,
 )
-from app.exceptions import InvalidEvent
-from app.schemas import SCHEMA_DIR, all_schemas, render
+from app.contracts.exceptions import InvalidEvent
+from app.contracts.schemas import SCHEMA_DIR, all_schemas, render
 
 T0 = 1_763_800_000_123  # 2025-11-22T08:26:40.123Z
 

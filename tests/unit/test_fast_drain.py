@@ -1,4 +1,4 @@
-"""app.fast_drain: a delivery runs inline until it would block, then as a task, like before."""
+"""app.runtime.drain: a delivery runs inline until it would block, then as a task, like before."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from aiokafka import TopicPartition
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from app.fast_drain import FAUST_VERSION, FastDrainConsumer, QuickDelivery, run_until_blocked
-from app.faust_app import app
-from app.rebalance import CommitBeforeRevokeConsumer
+from app.contracts.settings import Settings
+from app.runtime.app import create_app
+from app.runtime.drain import FastDrainConsumer, QuickDelivery, run_until_blocked
+from app.runtime.rebalance import CommitBeforeRevokeConsumer
 
 TP_CLICKS = TP("clicks", 0)
 
 
-def test_the_drain_loop_copy_matches_the_installed_faust() -> None:
-    # The override is a copy of this release's loop: upgrading faust-streaming means re-reading it.
-    assert faust.__version__ == FAUST_VERSION
+def test_the_worker_app_drains_with_the_copied_loop() -> None:
+    # The override is a copy of the pinned release's loop (app.runtime.versions checks the release).
+    app = create_app(Settings.from_env({})).app
     assert "_drain_messages" in vars(FastDrainConsumer)
     assert issubclass(app.transport.Consumer, CommitBeforeRevokeConsumer)
 
@@ -289,8 +290,9 @@ def test_the_worker_consumer_asks_the_broker_to_hold_an_empty_fetch_only_as_long
     None
 ):
     # Faust fixes 1500 ms: a fetch for drained partitions then held back the next stage's input.
-    from app.faust_app import settings
-    from app.rebalance import install
+    from app.runtime.rebalance import install
+
+    settings = Settings.from_env({})
 
     async def fetch_wait_of(fetch_max_wait_ms: int | None) -> int:
         other = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
@@ -306,7 +308,7 @@ def test_the_worker_consumer_asks_the_broker_to_hold_an_empty_fetch_only_as_long
 
     assert asyncio.run(fetch_wait_of(35)) == 35
     assert asyncio.run(fetch_wait_of(None)) == settings.fetch_max_wait_ms == 20
-    assert app.transport.Consumer.fetch_max_wait_ms == settings.fetch_max_wait_ms
+    assert create_app(settings).app.transport.Consumer.fetch_max_wait_ms == settings.fetch_max_wait_ms
 
 
 def test_quick_delivery_on_a_real_app_builds_faust_s_own_event_and_reads_its_buffer_size() -> None:

@@ -1,11 +1,11 @@
-"""agents.faust_compat.current_events: stale events are dropped and released, not acked."""
+"""app.runtime.stale_events.current_events: stale events are dropped and released, not acked."""
 
 from __future__ import annotations
 
 import weakref
 from types import SimpleNamespace
 
-from agents.faust_compat import current_events
+from app.runtime.stale_events import current_events
 
 
 class _Message:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.events import Click
+from app.contracts.events import Click
 from app.features import (
     FEATURE_DOCS,
     FEATURE_NAMES,

@@ -1,10 +1,10 @@
-"""app.gc_tuning: objects alive at start-up are frozen out of full collections."""
+"""app.runtime.gc_tuning: objects alive at start-up are frozen out of full collections."""
 
 from __future__ import annotations
 
 import gc
 
-from app.gc_tuning import YOUNG_THRESHOLD, freeze_startup_heap
+from app.runtime.gc_tuning import YOUNG_THRESHOLD, freeze_startup_heap
 
 
 def test_freezing_the_start_up_heap_exempts_live_objects_from_collections() -> None:

@@ -1,4 +1,4 @@
-"""app.rebalance: acks of messages fetched before a rebalance never move a committed offset.
+"""app.runtime.rebalance: acks of messages fetched before a rebalance never move a committed offset.
 
 These drive Faust's own consumer bookkeeping (``Consumer.ack``, ``_new_offset``, the revoke
 handler's pops, ``perform_seek``) without a broker: only the seek to committed offsets, which asks
@@ -16,7 +16,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import Message
 
-from app.rebalance import CommitBeforeRevokeConsumer, install, processed_acks
+from app.runtime.rebalance import CommitBeforeRevokeConsumer, install, processed_acks
 
 TP0 = TP("clicks", 0)
 COMMITTED = 52  # the next offset to process, as Kafka stores it

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from app.features import FEATURE_NAMES, FEATURE_VERSION, FeatureSpecError
 from models.exceptions import (
     DuplicateModel,

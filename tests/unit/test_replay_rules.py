@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app.billing import BillingBook, Entry
-from app.replay.decide import SCORE_TOLERANCE, Action, Prior, plan, summary
-from app.replay.exceptions import BadJob
-from app.replay.job import ReplayJob, new_job_id, parse_offsets, parse_when
-from app.replay.progress import Progress
+from agents.replay.decide import SCORE_TOLERANCE, Action, Prior, plan, summary
+from agents.replay.exceptions import BadJob
+from agents.replay.job import ReplayJob, new_job_id, parse_offsets, parse_when
+from agents.replay.progress import Progress
+from app.cli.billing import BillingBook, Entry
 
 NOW = 1_795_000_000_000
 

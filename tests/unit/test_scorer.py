@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper
 
 import models.scorer as scorer_mod
-from app.events import SLICES
+from app.contracts.events import SLICES
 from app.features import FEATURE_NAMES, FEATURE_VERSION, FeatureSpecError
 from models.exceptions import (
     FeatureMismatch,

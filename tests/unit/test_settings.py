@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.exceptions import ConfigError
-from app.settings import ENV_PREFIX, Settings
+from app.contracts.exceptions import ConfigError
+from app.contracts.settings import ENV_PREFIX, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -14,11 +14,11 @@ import pytest
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 from typer.testing import CliRunner
 
-from app.events import format_time, parse_account_rfm, parse_click, parse_purchase
-from app.settings import Settings
+from app.cli.simulate import simulate_cli
+from app.contracts.events import format_time, parse_account_rfm, parse_click, parse_purchase
+from app.contracts.settings import Settings
 from app.simulator import encode, rhythm
 from app.simulator.bots import BURST_MAX_MS, burst_attacks
-from app.simulator.cli import simulate_cli
 from app.simulator.generator import CLICK_SCHEMA, Simulator
 from app.simulator.history import iter_history, read_manifest, write_history
 from app.simulator.live import TopicLayout, encode_chunk, users_for_rate

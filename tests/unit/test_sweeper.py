@@ -12,11 +12,11 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
 from rocksdict import Options, Rdict
 
-from agents import table_writes
-from agents.record_batches import SentBatch
 from agents.sweeper import SWEEP_MARGIN_MS, PartitionSweeper
-from agents.table_writes import TableWriter
 from app.features.state import IDLE_TTL_MS, UserState
+from app.runtime import tables as table_writes
+from app.runtime.producer import SentBatch
+from app.runtime.tables import TableWriter
 
 HOUR = 3_600_000
 OFFSET_KEY = b"__faust\0offset__"  # faust.stores.rocksdb.Store.offset_key
@@ -48,7 +48,7 @@ def _table(dbs: dict[int, Rdict]) -> SimpleNamespace:
 
 
 class _Batches:
-    """Stands in for agents.record_batches.RecordBatches (tested against the broker): one batch per
+    """Stands in for app.runtime.producer.RecordBatches (tested against the broker): one batch per
     partition per send, in the order added, delivered when the test says, at the offset it gives."""
 
     log: list[tuple[str, bytes, bytes | None, int]] = []

@@ -6,7 +6,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.topics import key_partition, key_partitions
+from app.contracts.topics import key_partition, key_partitions
 
 
 @given(st.binary(min_size=1, max_size=64), st.integers(1, 64))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.events import SLICES
+from app.contracts.events import SLICES
 from app.simulator.history import write_history
 from app.simulator.params import SimParams
 from models.baselines import velocity_scores

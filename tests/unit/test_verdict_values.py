@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from agents.score import verdict_values
-from app.events import Click, Verdict, format_time, parse_verdict
+from app.contracts.events import Click, Verdict, format_time, parse_verdict
 from app.features import FEATURE_VERSION, N_FEATURES
 
 T0 = 1_763_800_000_123

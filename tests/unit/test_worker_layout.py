@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
-from app.worker import group_layout, process_settings, stages_to_run
+from app.cli.worker import group_layout, process_settings, stages_to_run
+from app.contracts.settings import Settings
 
 
 def test_one_process_per_stage_without_validation_when_clicks_are_keyed_by_ip() -> None:

@@ -1,8 +1,8 @@
-"""app.metrics.WorkerStats: what a worker's snapshot says about its scoring batches and state flushes."""
+"""app.runtime.stats.WorkerStats: what a worker's snapshot says about its scoring batches and state flushes."""
 
 from __future__ import annotations
 
-from app.metrics import WorkerStats
+from app.runtime.stats import WorkerStats
 
 
 def test_snapshot_reports_scoring_batches_and_state_flushes_separately() -> None:
