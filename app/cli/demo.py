@@ -39,7 +39,7 @@ _WATCHED = (topics.CLICKS, topics.CLICKS_DLQ, topics.VERDICTS)
 
 @dataclass(frozen=True)
 class DemoOptions:
-    #: Below what one worker sustains on a 2-core machine today (see the README's measured table).
+    #: Well below what one worker sustains on a 2-core machine (docs/performance.md).
     rate: float = 400.0
     duration_s: float = 60.0
     #: Share of extra malformed events sent beside the simulated clicks.

@@ -128,7 +128,7 @@ def run_worker_group(
 
     SIGTERM and SIGINT are passed on to every process (each shuts down as a single worker does). When
     one process exits, the others are stopped too, so a supervisor sees one failure and restarts the
-    group, as it would a single worker (see ARCHITECTURE.md, "Delivery semantics").
+    group, as it would a single worker (see ARCHITECTURE.md, "Delivery is at least once").
     """
     layout = group_layout(stages, processes, split_stages, settings.clicks_keyed_by_ip)
     base = [sys.executable, "-m", "app.cli", "worker", "--log-level", log_level]

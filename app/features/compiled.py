@@ -2,10 +2,8 @@
 
 The engine's four modules (:data:`COMPILED_MODULES`) are plain typed Python; ``make install`` also
 compiles them with mypyc (``python -m app.features.build_engine``) into ``build/mypyc`` beside the
-sources, or into ``IVT_COMPILED_DIR``. Measured (ARCHITECTURE.md, "Stages in processes of their
-own"): the IP stage's features with its state encoding went from 9.7-10.1 to 5.7-6.0 us a click and
-the user and session stage's from 11.3 to 6.9-7.1, with the same vectors to the bit; a split worker
-then kept up with 10,000 clicks/s live where the Python engine was at the edge of it.
+sources, or into ``IVT_COMPILED_DIR``: the same vectors to the bit, in about 60 % of the Python
+engine's time per click (docs/performance.md).
 
 The compiled modules never shadow the sources they came from unless they are those sources: the
 build writes the SHA-256 of each source and the interpreter it was built for, and

@@ -1,9 +1,8 @@
 """At-least-once batches for Faust agents: outputs on the broker before their inputs are acked.
 
 Every stage takes micro-batches (:func:`app.runtime.batches.take_batches`, which acks nothing), appends its
-outputs to the producer's batches (:mod:`app.runtime.producer`; Faust's ``Topic.send`` layer costs
-about 55 us per message here, see benchmarks/FAUST_THROUGHPUT.md, and aiokafka's ``send`` a future per
-record) and hands the batch with its delivery futures to an
+outputs to the producer's batches (:mod:`app.runtime.producer`, without Faust's ``Topic.send``
+layer or a future per record) and hands the batch with its delivery futures to an
 :class:`InOrderAcker`. Batches are acked strictly in the order they were taken and only once all
 their outputs are acknowledged by the broker, so a committed offset never passes an event whose
 output is not stored. After a failed delivery nothing more is acked and the worker shuts itself down

@@ -12,9 +12,8 @@ Per event it does what Faust's iterator does before yielding (faust-streaming 0.
 
 * an event that arrives while the flow is suspended (a rebalance) or was fetched in an older consumer
   generation is skipped and not tracked, so it is read again after the rebalance. Faust's iterator
-  also *acks* such events, the first cause of lost clicks in ARCHITECTURE.md ("Scale-out and
-  rebalances"); :func:`app.runtime.stale_events.current_events` drops the ones that go stale while a
-  batch waits for more;
+  also *acks* such events, which loses them (ARCHITECTURE.md, "Rebalance handover");
+  :func:`current_events` drops the ones that go stale while a batch waits for more;
 * an event of an acking topic is tracked as in flight (``consumer._unacked_messages``: a rebalance
   waits until it is acked) with the ``on_message_in`` sensor hook that ``Stream.ack``'s
   ``on_message_out`` pairs with. The per-event stream sensor hooks (``on_stream_event_in``/``out``)
@@ -26,10 +25,13 @@ The caller acks each event once its outputs are delivered (:class:`app.runtime.a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-__all__ = ["take_batches"]
+__all__ = ["take_batches", "current_events"]
+
+log = logging.getLogger(__name__)
 
 
 async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
@@ -85,3 +87,38 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
         if started_here:
             await stream.stop()
             stream.service_reset()
+
+
+# Faust drops a message when it enters a stream during a rebalance (flow control suspended) or when
+# it was fetched before one (its ``generation_id`` is older than the consumer's), but not once it sits
+# in a batch: such an event would be processed after the pre-rebalance commit and again when the
+# consumer re-reads from that commit, a duplicate output and a click counted twice downstream.
+
+
+def current_events(app: Any, events: Sequence[Any]) -> Sequence[Any]:
+    """The events of ``events`` that may be processed now; the rest is read again after the rebalance.
+
+    Nothing may be processed while a rebalance is under way (its commit has been made), nor anything
+    fetched in an earlier generation. Dropped events are neither processed nor acked: the committed
+    offset of their partition is at or before them, so the consumer delivers them again. They are
+    taken out of the consumer's set of messages in progress, though (without marking them acked): the
+    next rebalance waits until that set is empty, and a dropped message left in it made that wait
+    last for ever (the mid-stream scale-out test checks it).
+    """
+    if not events:
+        return events
+    if not app.flow_control.is_active():
+        fresh: Sequence[Any] = []
+    else:
+        generation = app.consumer_generation_id
+        if all(event.message.generation_id == generation for event in events):
+            return events
+        fresh = [event for event in events if event.message.generation_id == generation]
+    in_progress = getattr(app.consumer, "_unacked_messages", None)  # faust-streaming 0.15.3
+    if in_progress is not None:
+        kept = {id(event) for event in fresh}
+        for event in events:
+            if id(event) not in kept:
+                in_progress.discard(event.message)
+    log.info("dropped %d events fetched before the rebalance; they are read again", len(events) - len(fresh))
+    return fresh

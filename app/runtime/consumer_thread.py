@@ -5,10 +5,8 @@ partition whose last records are still being consumed. faust-streaming 0.15.3 cr
 with a fixed ``fetch_max_wait_ms=1500``, so a fetch that went out only for partitions with nothing
 new (the input topic once it is drained, an idle partition) sits on the broker for up to 1.5 s, and
 the partitions that ran dry meanwhile (the next stage's input, written by this very worker) cannot be
-fetched until it returns: the whole worker idles. Measured on 30,000-click drains with a per-250 ms
-timeline of the stages' outputs and of the worker's and the broker's CPU: two or three gaps of
-0.25-0.75 s per drain with both processes idle, and one drain in two at 7,000 instead of 10,000
-clicks/s. With 20 ms the gaps were gone (ARCHITECTURE.md, "Where a click's time goes").
+fetched until it returns: the whole worker idles (gaps of 0.25-0.75 s in a drain's timeline,
+``benchmarks/drain_timeline.py``). With a 20 ms wait (``IVT_FETCH_MAX_WAIT_MS``) the gaps are gone.
 
 An idle worker then sends ``1000 / fetch_max_wait_ms`` empty fetches a second, each a few hundred
 microseconds of CPU; a busy one is never held back by a fetch that waits for nothing.

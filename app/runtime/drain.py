@@ -4,8 +4,8 @@ faust-streaming hands every fetched message to the streams with
 ``await self.wait_first(callback(message), self.suspend_flow.wait())``: four tasks (the delivery,
 the flow-control wait, and the service's stopped and crashed waits), an ``asyncio.wait`` and three
 cancellations per message, so that a rebalance can interrupt a delivery blocked on a full stream
-buffer. That was about 45-50 us per message per stage here, the largest single item in the worker's
-profile (benchmarks/FAUST_THROUGHPUT.md).
+buffer: about 45-50 us per message per stage, the largest single item in a worker's profile
+(``benchmarks/faust_throughput.py``).
 
 :class:`FastDrainConsumer` keeps Faust's loop body but runs each message's delivery inline
 until it would suspend (:func:`run_until_blocked`). Only when it does suspend (buffer full, flow
@@ -13,8 +13,8 @@ control) does the rest of it go through the same ``wait_first``, so a blocked de
 interrupted by a rebalance exactly as before. When flow is already suspended the loop does what
 Faust does.
 
-It also refuses to lose records across rebalances, where Faust's loop could (ARCHITECTURE.md, "Scale-
-out and rebalances"): a message whose generation ended while the loop held it is dropped instead of
+It also refuses to lose records across rebalances, where Faust's loop could (ARCHITECTURE.md,
+"Rebalance handover"): a message whose generation ended while the loop held it is dropped instead of
 marking its offset read after the seek to the committed offsets, and a record past the next one
 expected makes the loop seek back (:meth:`FastDrainConsumer.rewound_past_skipped`) instead of
 letting Faust fill the hole as a "gap" and commit past it (tests/unit/test_fast_drain.py).

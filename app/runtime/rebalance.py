@@ -6,7 +6,7 @@ runs the app's revoke handler, whose final commit therefore has nothing to commi
 eager rebalance every partition is revoked, so up to one commit interval of work is read again from
 the last commit: by the new owner, which restores the counters from the changelog and emits a second
 verdict per click, and by a worker that keeps its partition, whose local RocksDB already holds those
-clicks, so it counts them twice (found by the scale-out test in tests/integration).
+clicks, so it counts them twice (the scale-out test in tests/integration checks it).
 
 :class:`CommitBeforeRevokeConsumer` does the handover in the right order: stop taking new messages,
 wait until every message that started processing is acked (our stages ack a batch only once its

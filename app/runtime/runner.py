@@ -12,10 +12,9 @@ from typing import Any
 
 from app.runtime.acks import acking
 from app.runtime.app import Runtime
-from app.runtime.batches import take_batches
+from app.runtime.batches import current_events, take_batches
 from app.runtime.producer import RecordBatches, fetch_metadata
 from app.runtime.stage import InputRecord, OutputRecord, Stage
-from app.runtime.stale_events import current_events
 
 __all__ = ["bind_stage", "run_stage", "send_records"]
 

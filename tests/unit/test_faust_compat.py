@@ -1,11 +1,11 @@
-"""app.runtime.stale_events.current_events: stale events are dropped and released, not acked."""
+"""app.runtime.batches.current_events: stale events are dropped and released, not acked."""
 
 from __future__ import annotations
 
 import weakref
 from types import SimpleNamespace
 
-from app.runtime.stale_events import current_events
+from app.runtime.batches import current_events
 
 
 class _Message:

@@ -8,7 +8,7 @@ from agents.replay.decide import SCORE_TOLERANCE, Action, Prior, plan, summary
 from agents.replay.exceptions import BadJob
 from agents.replay.job import ReplayJob, new_job_id, parse_offsets, parse_when
 from agents.replay.progress import Progress
-from app.cli.billing import BillingBook, Entry
+from app.contracts.billing import BillingBook, Entry
 
 NOW = 1_795_000_000_000
 
