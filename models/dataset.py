@@ -22,7 +22,7 @@ UTC), ``hour`` (0-23 UTC), ``dow`` (Monday = 0), ``slice``, ``session_hour_click
 when > k), ``label`` (1 non-human, 0 human; :mod:`models.labels`), ``is_purchasing``, ``high_rfm``,
 ``label_complete``, ``age_ms``, ``late_weight`` (the late-purchase policy's multiplier),
 ``weight`` (``late_weight`` x the cell balance of :mod:`models.weights` over the whole file) and
-``truth_family`` (the simulator's ground truth; null from Kafka). **The trainer never reads
+``truth_family`` (the simulator's ground truth, from the ``_truth`` of simulated clicks). **The trainer never reads
 ``truth_family``**; only the evaluation report does (true recall per bot family).
 
 Bounded memory: clicks are read in record batches, rows are written an hour at a time (the

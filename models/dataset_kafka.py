@@ -52,6 +52,8 @@ def build_from_kafka(
       topic keeps the slice's device and logged-in status, no RFM, and ``expm1(session_clicks_1h)`` as its count;
     * purchases: the earliest purchase naming the click; ``account-rfm``: the account's score as of
       the click, from every update still on the (compacted) topic;
+    * truth: the simulator's ``_truth`` family where the click carries one (simulated traffic), for
+      evaluation only: the trainer never reads it;
     * label horizon: ``horizon_ms``, default the time the topics' end offsets were taken (purchases
       after it are unknown; younger clicks are incomplete and follow ``rule.late_policy``).
 
@@ -119,7 +121,7 @@ async def _build_from_kafka(
 
     # 1. who made each click (user, session, device): the clicks as producers sent them, validated
     #    here as the worker does (``clicks-by-ip`` is empty when the worker validates in its IP stage)
-    meta: dict[str, tuple[str | None, str, bool, str]] = {}
+    meta: dict[str, tuple[str | None, str, bool, str, str | None]] = {}
     async for raw in _read_topic(settings, topics.CLICKS, start_ms - KAFKA_SLACK_MS, "clicks", progress):
         try:
             c = parse_click(raw)
@@ -127,7 +129,7 @@ async def _build_from_kafka(
             skipped["bad_click"] += 1
             continue
         if start_ms <= c.event_time_ms < end_ms:
-            meta[c.click_id] = (c.user_id, c.session_id, c.logged_in, c.device_type)
+            meta[c.click_id] = (c.user_id, c.session_id, c.logged_in, c.device_type, _truth_family(raw))
 
     # 2. the feature log
     rows: dict[str, tuple[int, list[float], str]] = {}
@@ -186,10 +188,10 @@ async def _build_from_kafka(
             if m is None:
                 skipped["no_click"] += 1
                 device, logged = slice_.split("/")
-                user, session, li = None, f"?{cid}", logged == "in"
+                user, session, li, family = None, f"?{cid}", logged == "in", None
                 fallback.append(int(round(math.expm1(features[shc_idx]))))
             else:
-                user, session, li, device = m
+                user, session, li, device, family = m
                 fallback.append(None)
             hr.features.append(np.asarray(features, dtype=np.float32))
             hr.click_id.append(cid)
@@ -199,7 +201,7 @@ async def _build_from_kafka(
             hr.session_key.append(session)
             hr.purchase_ms.append(purchases.get(cid, -1))
             hr.rfm.append(_rfm_at(rfm.get(user), t) if (li and user is not None) else nan)
-            hr.truth_family.append(None)
+            hr.truth_family.append(family)
         _flush_kafka_hour(writer, hr, fallback)
         return writer.finish(
             {
@@ -226,6 +228,13 @@ def _flush_kafka_hour(writer: DatasetWriter, hr: HourRows, fallback: list[int | 
         exact = counts[inv]
         hr.session_hour_clicks = [int(e) if f is None else f for e, f in zip(exact, fallback, strict=True)]
     writer.write_hour(hr)
+
+
+def _truth_family(raw: bytes) -> str | None:
+    """The simulator's ``_truth.family`` of a click (never a feature: evaluation reads it only)."""
+    truth = orjson.loads(raw).get("_truth")
+    family = truth.get("family") if isinstance(truth, dict) else None
+    return family if isinstance(family, str) else None
 
 
 def _rfm_at(history: list[tuple[int, float]] | None, t_ms: int) -> float:

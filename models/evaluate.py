@@ -41,6 +41,7 @@ from models.baselines import logreg_scores, velocity_scores
 from models.dataset import DatasetError, read_info
 from models.export import onnx_scores
 from models.registry import Registry
+from models.scoreboard import format_table, summarise
 from models.train import SplitData, compare_at_fpr, load_split
 
 __all__ = ["DEFAULT_FPRS", "Report", "evaluate"]
@@ -120,6 +121,8 @@ def evaluate(
         m = sl == s
         per_slice_same[s] = compare_at_fpr({n: v[m] for n, v in scores.items()}, pur[m], shc[m], main_fpr, k)
     truth = _truth(d, scores, inv_model, pur, shc, main_fpr, k)
+    if truth["available"]:  # the figures `ivt demo` gives live, for the model at its thresholds
+        truth["scoreboard"] = summarise(sl, d.cols["truth_family"], inv_model, pur)
     curves = {n: M.curves_per_slice(v, pur, sl, shc, k, max_points=400) for n, v in scores.items()}
 
     out = Path(out)
@@ -323,6 +326,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         L.append("| --- | " + " | ".join("---:" for _ in hours) + " |")
         L.append("| human FPR | " + " | ".join(f"{100 * v:.1f}" for v in hours.values()) + " |")
         L.append("\n" + ", ".join(f"{k}: {_pct(v)}" for k, v in truth["human_fpr_by_day"].items()) + ".\n")
+        L.append("\nThe model at its thresholds, as `ivt demo --summary-json` reports it live:\n")
+        L.append("```\n" + "\n".join(format_table(truth["scoreboard"])) + "\n```\n")
     L.append("\n## IVR-FPR and coverage-FPR curves\n")
     for s, f in doc["plots"].items():
         L.append(f"### {s}\n\n![{s}]({f})\n")

@@ -413,4 +413,11 @@ def evaluate_cmd(
                 f"{float(f) * 100:g} %", name, _pct(pt["ivr"]), _pct(pt["fpr"]), _pct(pt["coverage"])
             )
     out_console.print(table)
+    truth = doc["truth"]
+    if truth.get("available"):
+        from models.scoreboard import format_table
+
+        out_console.print("against the simulator's truth, the model at its thresholds:")
+        for line in format_table(truth["scoreboard"]):
+            out_console.print(line, highlight=False)
     console.print(f"report: {report.markdown} (plots beside it)")

@@ -90,8 +90,9 @@ class Settings:
     rocksdb_block_cache_mb: int = 8
     #: IVT_ROCKSDB_WRITE_BUFFER_MB: RocksDB write buffer per table partition, MiB (two of them). Default 4.
     rocksdb_write_buffer_mb: int = 4
-    #: IVT_STATE_SWEEP_S: seconds of event time between two sweeps of a table partition, which delete
-    #: keys idle for longer than the feature state TTL (25 h) plus an hour. Default 300.
+    #: IVT_STATE_SWEEP_S: seconds between two sweeps of a table partition, in event time and in wall
+    #: time both; a sweep deletes keys idle for longer than the feature state TTL (25 h) plus an hour.
+    #: Default 300.
     state_sweep_s: float = 300.0
     #: IVT_REPLAY_NICE: niceness the replay worker adds to itself (0-19), so the live worker wins the
     #: CPU whenever both want it. Default 19 (the lowest priority).

@@ -35,6 +35,7 @@ __all__ = [
     "list_topics_async",
     "describe_topic_configs_async",
     "consumer_group_lag_async",
+    "delete_topics_async",
 ]
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -124,6 +125,23 @@ async def list_topics_async(settings: Settings, *, include_internal: bool = Fals
     async with admin_client(settings) as admin:
         counts = await _partition_counts(admin)
     return {name: counts[name] for name in sorted(counts) if include_internal or not name.startswith("__")}
+
+
+async def delete_topics_async(settings: Settings, prefixes: Sequence[str], timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``; the names deleted.
+
+    Returns once the broker no longer lists them, so they can be created again at once."""
+    async with admin_client(settings) as admin:
+        names = [n for n in await _partition_counts(admin) if any(n.startswith(p) for p in prefixes if p)]
+        if not names:
+            return []
+        await admin.delete_topics(names, timeout_ms=int(timeout_s * 1000))
+        deadline = time.monotonic() + timeout_s
+        while set(names) & set(await _partition_counts(admin)):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics still listed {timeout_s:.0f} s after their deletion: {names}")
+            await asyncio.sleep(0.2)
+    return sorted(names)
 
 
 def list_topics(settings: Settings, *, include_internal: bool = False) -> dict[str, int]:

@@ -86,13 +86,16 @@ def test_sweeper_removes_idle_keys_and_keeps_fausts_offset_record(tmp_path: Path
     db = _open(tmp_path / "db")
     try:
         now = 400 * HOUR
-        db[b"idle"] = _state(now - IDLE_TTL_MS - SWEEP_MARGIN_MS - 1)
+        # idle past the TTL for the oldest click the sweeper saw (now - HOUR), by a millisecond
+        db[b"idle"] = _state(now - HOUR - IDLE_TTL_MS - SWEEP_MARGIN_MS - 1)
         db[b"recent"] = _state(now - HOUR)
         # A standby or a recovery that read the changelog leaves this record; it is not a state.
         db[OFFSET_KEY] = b"27"
         writer = TableWriter(_table({0: db}))
-        sweeper = PartitionSweeper(writer, UserState, every_ms=HOUR)
-        assert sweeper.maybe_sweep(0, now - HOUR) == 0  # first call only starts the clock
+        wall = [0.0]
+        sweeper = PartitionSweeper(writer, UserState, every_ms=HOUR, wall_clock_s=lambda: wall[0])
+        assert sweeper.maybe_sweep(0, now - HOUR) == 0  # first call only starts the clocks
+        wall[0] = 3600.0
         assert sweeper.maybe_sweep(0, now) == 1
         assert writer.get(0, b"idle") is None  # gone for readers at once ...
         writer.write()
@@ -146,3 +149,38 @@ def test_writer_batches_changelog_records_and_persists_offsets_after_delivery(
     finally:
         for db in dbs.values():
             db.close()
+
+
+def test_a_drain_sweeps_once_per_wall_interval_however_fast_event_time_runs(tmp_path: Path) -> None:
+    from app.runtime.testing import MemoryTable
+
+    table, wall = MemoryTable("user-state"), [0.0]
+    scans = []
+    table_items = table.items
+    table.items = lambda p: scans.append(p) or table_items(p)  # type: ignore[method-assign]
+    sweeper = PartitionSweeper(table, UserState, every_ms=300_000, wall_clock_s=lambda: wall[0])
+    t = 400 * HOUR
+    for k in range(10_000):  # a day of event time in a tenth of a wall second
+        sweeper.maybe_sweep(0, t + k * 9_000)
+        wall[0] += 0.00001
+    assert scans == []  # event time passed every_ms thousands of times, the wall not once
+    wall[0] += 300.0
+    sweeper.maybe_sweep(0, t + 10_000 * 9_000)
+    assert scans == [0]
+
+
+def test_state_a_lagging_source_still_needs_is_not_swept(tmp_path: Path) -> None:
+    from app.runtime.testing import MemoryTable
+
+    table, wall = MemoryTable("user-state"), [0.0]
+    now = 400 * HOUR
+    table.put(0, b"lagging-user", _state(now - 2 * HOUR))
+    sweeper = PartitionSweeper(table, UserState, every_ms=HOUR, wall_clock_s=lambda: wall[0])
+    sweeper.maybe_sweep(0, now - HOUR)  # a click from a source that is behind
+    wall[0] = 7200.0
+    # a click from a source a day and a half ahead: the newest click alone would put the lagging
+    # user past the TTL, but the oldest click since the last sweep does not
+    assert sweeper.maybe_sweep(0, now + 36 * HOUR) == 0
+    assert table.get(0, b"lagging-user") is not None
+    wall[0] = 14400.0
+    assert sweeper.maybe_sweep(0, now + 38 * HOUR) == 1  # every source is past it now
