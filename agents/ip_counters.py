@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.sweeper import PartitionSweeper
 from app.contracts import topics
-from app.contracts.events import encode_entity_bundle
+from app.contracts.events import WATERMARKS_HEADER, encode_entity_bundle, encode_watermarks
 from app.contracts.exceptions import InvalidEvent
 from app.contracts.headers import forward_headers
 from app.contracts.settings import Settings
@@ -50,12 +50,18 @@ class IpCounters(Stage):
         self.states = ip_states
         self.tables = (ip_states,)
         self.sweeper = PartitionSweeper(ip_states, IpState, every_ms=int(settings.state_sweep_s * 1000))
+        #: Newest event time processed per input partition: the watermark each bundle announces
+        #: (agents/ordering.py), so the next stage can restore event-time order.
+        self.watermarks: dict[int, int] = {}
+        self.ordering = settings.reorder_max_wait_ms > 0
 
     def process(self, batch: Sequence[InputRecord]) -> Iterator[list[OutputRecord]]:
         outputs: list[OutputRecord] = []
         routed: list[tuple[Any, Any, list[tuple[str, bytes]]]] = []  # (click, IP features, headers)
         entity_keys: list[bytes] = []
         states, sweeper, keyed, max_bytes = self.states, self.sweeper, self.keyed_by_ip, self.max_bytes
+        watermarks = self.watermarks
+        sources: set[int] = set()
         for record in batch:
             if keyed:
                 click = route_keyed(record.value, record.key, max_bytes)
@@ -65,6 +71,9 @@ class IpCounters(Stage):
                 outputs.append(OutputRecord(self.dlq, None, *dlq_record(record, click.reason)))
                 continue
             partition, key = record.partition, click.ip.encode()
+            sources.add(partition)
+            if click.event_time_ms > watermarks.get(partition, -1):
+                watermarks[partition] = click.event_time_ms
             state, features = ip_stage(click, states.get(partition, key))
             states.put(partition, key, state.to_bytes())
             sweeper.maybe_sweep(partition, click.event_time_ms)
@@ -76,13 +85,14 @@ class IpCounters(Stage):
         ):
             bundles.setdefault(destination, []).append(item)
         out, bundle_max = self.out, self.bundle_max
-        for destination, bundle in bundles.items():
-            for start in range(0, len(bundle), bundle_max):
-                outputs.append(
-                    OutputRecord(
-                        out, destination, None, encode_entity_bundle(bundle[start : start + bundle_max]), []
-                    )
-                )
+        marks = [(WATERMARKS_HEADER, encode_watermarks({p: watermarks[p] for p in sources}))]
+        for destination in range(self.entity_partitions) if self.ordering and sources else bundles:
+            bundle = bundles.get(destination, [])
+            starts = range(0, len(bundle), bundle_max) or range(1)  # an empty bundle: watermarks only
+            for start in starts:
+                value = encode_entity_bundle(bundle[start : start + bundle_max])
+                headers = marks if self.ordering and start == starts[-1] else []
+                outputs.append(OutputRecord(out, destination, None, value, headers))
             STATS.ip_stage_clicks += len(bundle)
         yield outputs
 

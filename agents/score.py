@@ -17,10 +17,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import orjson
 
+from agents.ordering import EventTimeOrder
 from agents.sweeper import PartitionSweeper
 from app import features
 from app.contracts import topics
-from app.contracts.events import Click, EnrichedClick, decode_entity_bundle, format_time, model_verdict_wire
+from app.contracts.events import (
+    WATERMARKS_HEADER,
+    Click,
+    EnrichedClick,
+    decode_entity_bundle,
+    decode_watermarks,
+    format_time,
+    model_verdict_wire,
+)
 from app.contracts.exceptions import InvalidEvent
 from app.contracts.headers import forward_headers
 from app.contracts.settings import Settings
@@ -118,6 +127,7 @@ class Score(Stage):
         session_states: StateTable,
         load: Callable[[Settings], Scorer] = load_scorer,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.load, self.clock_ms = settings, load, clock_ms
         self.max_events, self.max_wait_s = settings.batch_max_events, settings.batch_max_wait_ms / 1000
@@ -130,6 +140,11 @@ class Score(Stage):
         self.session_sweeper = PartitionSweeper(session_states, SessionState, every_ms)
         self.verdict_partitions = 0
         self._last: tuple[list[str], list[bool]] = ([], [])  # the slices and decisions of the last chunk
+        wait_s = settings.reorder_max_wait_ms / 1000
+        #: Event-time order across the IP stage's partitions (None: arrival order).
+        self.order = EventTimeOrder(settings.click_partitions, wait_s, wall_clock_s) if wait_s > 0 else None
+        if self.order is not None:
+            self.idle_s = min(0.1, wait_s)
 
     def open(self, partitions: Mapping[str, int]) -> None:
         self.scorer = self.load(self.settings)
@@ -137,10 +152,36 @@ class Score(Stage):
         freeze_startup_heap()  # the last start-up step: Faust, the model and ONNX Runtime are loaded
 
     def process(self, batch: Sequence[InputRecord]) -> Iterator[list[OutputRecord]]:
-        items = decode_records(batch)
+        items = decode_records(batch) if self.order is None else self._in_event_time_order(batch)
         keys = [click.click_id.encode() for _, (click, _, _) in items]
         partitions = key_partitions(keys, self.verdict_partitions)
         return self._chunks(items, keys, partitions)
+
+    def _in_event_time_order(self, batch: Sequence[InputRecord]) -> list[tuple[int, EnrichedClick]]:
+        """Hold this batch's clicks, note the watermarks that came with them; the clicks released."""
+        order = self.order
+        assert order is not None
+        number = order.new_batch()
+        for record in batch:
+            partition = record.partition
+            for _, item in decode_records((record,)):
+                order.hold(number, partition, item[0].event_time_ms, item)
+            for key, value in record.headers or ():
+                if key == WATERMARKS_HEADER:
+                    try:
+                        marks = decode_watermarks(value)
+                    except InvalidEvent as exc:
+                        log.error("record on %s@%s: %s", partition, record.offset, exc.reason)
+                        continue
+                    for source, mark in marks.items():
+                        order.mark(partition, source, mark)
+        return order.release()
+
+    def holding(self) -> bool:
+        return self.order is not None and self.order.holding()
+
+    def settled(self, batches: int) -> int:
+        return batches if self.order is None else self.order.settled()
 
     def _chunks(
         self, items: list[tuple[int, EnrichedClick]], keys: list[bytes], partitions: Sequence[int]

@@ -33,6 +33,9 @@ from app.contracts.exceptions import InvalidEvent
 
 __all__ = [
     "DEVICE_TYPES",
+    "WATERMARKS_HEADER",
+    "encode_watermarks",
+    "decode_watermarks",
     "MAX_ID_LEN",
     "MAX_USER_AGENT_LEN",
     "Click",
@@ -596,6 +599,23 @@ def encode_entity_bundle(items: Sequence[tuple[Click, Any, list[tuple[str, bytes
         ],
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
+
+
+#: Header of a ``clicks-by-entity`` record: the newest event time each IP-stage partition named in it
+#: has processed (``agents/ordering.py``), as JSON ``[[partition, event ms], ...]``.
+WATERMARKS_HEADER: Final = "ivt-watermarks"
+
+
+def encode_watermarks(marks: dict[int, int]) -> bytes:
+    return orjson.dumps(sorted(marks.items()))
+
+
+def decode_watermarks(raw: bytes) -> dict[int, int]:
+    """Inverse of :func:`encode_watermarks`; raises :class:`InvalidEvent` on anything else."""
+    try:
+        return {int(p): int(t) for p, t in orjson.loads(raw)}
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise InvalidEvent(f"bad {WATERMARKS_HEADER} header: {exc}") from None
 
 
 def decode_entity_bundle(raw: bytes, record_headers: list[tuple[str, bytes]]) -> list[EnrichedClick]:

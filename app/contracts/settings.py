@@ -94,6 +94,10 @@ class Settings:
     #: time both; a sweep deletes keys idle for longer than the feature state TTL (25 h) plus an hour.
     #: Default 300.
     state_sweep_s: float = 300.0
+    #: IVT_REORDER_MAX_WAIT_MS: longest a click waits, in wall time, for every partition of the IP
+    #: stage to pass its event time, so the user and session state sees clicks in event-time order
+    #: (agents/ordering.py); 0 turns the ordering off (arrival order). Default 1000.
+    reorder_max_wait_ms: float = 1000.0
     #: IVT_REPLAY_NICE: niceness the replay worker adds to itself (0-19), so the live worker wins the
     #: CPU whenever both want it. Default 19 (the lowest priority).
     replay_nice: int = 19
@@ -147,6 +151,8 @@ class Settings:
             raise ConfigError(f"IVT_TABLE_STANDBY_REPLICAS must be >= 0, got {self.table_standby_replicas}")
         if self.fetch_max_wait_ms < 0:
             raise ConfigError(f"IVT_FETCH_MAX_WAIT_MS must be >= 0, got {self.fetch_max_wait_ms}")
+        if self.reorder_max_wait_ms < 0:
+            raise ConfigError(f"IVT_REORDER_MAX_WAIT_MS must be >= 0, got {self.reorder_max_wait_ms}")
         if self.click_partitions < 1:
             raise ConfigError("IVT_CLICK_PARTITIONS must be >= 1")
         if self.max_event_bytes < 256:

@@ -127,7 +127,9 @@ async def list_topics_async(settings: Settings, *, include_internal: bool = Fals
     return {name: counts[name] for name in sorted(counts) if include_internal or not name.startswith("__")}
 
 
-async def delete_topics_async(settings: Settings, prefixes: Sequence[str], timeout_s: float = 30.0) -> list[str]:
+async def delete_topics_async(
+    settings: Settings, prefixes: Sequence[str], timeout_s: float = 30.0
+) -> list[str]:
     """Delete every topic whose name starts with one of ``prefixes``; the names deleted.
 
     Returns once the broker no longer lists them, so they can be created again at once."""

@@ -34,8 +34,11 @@ __all__ = ["take_batches", "current_events"]
 log = logging.getLogger(__name__)
 
 
-async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
-    """Batches of at most ``max_events`` events, each closed at most ``within_s`` after its first."""
+async def take_batches(
+    stream: Any, max_events: int, within_s: float, idle_s: float | None = None
+) -> AsyncIterator[list[Any]]:
+    """Batches of at most ``max_events`` events, each closed at most ``within_s`` after its first;
+    an empty batch after ``idle_s`` without any event (None: wait for the next event)."""
     app, queue = stream.app, stream.channel.queue
     consumer, loop = app.consumer, asyncio.get_running_loop()
     flow, acking_topics = app.flow_control, app.topics.acking_topics
@@ -57,7 +60,14 @@ async def take_batches(stream: Any, max_events: int, within_s: float) -> AsyncIt
     try:
         while not stream.should_stop:
             try:
-                first = await queue.get()
+                if idle_s is None:
+                    first = await queue.get()
+                else:
+                    try:
+                        first = await asyncio.wait_for(queue.get(), idle_s)
+                    except TimeoutError:
+                        yield []
+                        continue
             except StopAsyncIteration:  # the channel stopped (the worker stops): the end, not a crash
                 return
             batch = [first] if accept(first) else []

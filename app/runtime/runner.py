@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from app.runtime.acks import acking
@@ -54,29 +56,38 @@ async def run_stage(runtime: Runtime, stream: Any, stage: Stage) -> None:
     await fetch_metadata(kafka, *outputs)
     stage.open({topic: len(await kafka.partitions_for(topic)) for topic in stage.outputs})
     perf_counter, thread_time = time.perf_counter, time.thread_time
+    waiting: deque[Sequence[Any]] = deque()  # batches processed, not yet settled by the stage
+    submitted = 0
+    deliveries: list[asyncio.Future[Any]] = []
     async with acking(stream, stage.name, runtime.ackers) as acker:
-        async for events in take_batches(stream, stage.max_events, stage.max_wait_s):
+        async for events in take_batches(stream, stage.max_events, stage.max_wait_s, idle_s=stage.idle_s):
             events = current_events(runtime.app, events)
             batch = [
                 InputRecord(m.topic, m.partition, m.offset, m.key, e.value, m.headers)
                 for e in events
                 for m in (e.message,)
             ]
-            deliveries: list[asyncio.Future[Any]] = []
-            chunks = stage.process(batch)
-            first = True
-            while True:
-                if not first:
-                    await asyncio.sleep(0)  # let the producer send the last chunk while this one is made
-                first = False
+            if events or stage.holding():
+                waiting.append(events)
+                chunks = stage.process(batch)
+                first = True
+                while True:
+                    if not first:
+                        await asyncio.sleep(0)  # let the producer send the last chunk while this one is made
+                    first = False
+                    started, started_cpu = perf_counter(), thread_time()
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    deliveries += await send_records(producer, kafka, chunk)
+                    stage.chunk_sent((perf_counter() - started) * 1e6, (thread_time() - started_cpu) * 1e6)
                 started, started_cpu = perf_counter(), thread_time()
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                deliveries += await send_records(producer, kafka, chunk)
-                stage.chunk_sent((perf_counter() - started) * 1e6, (thread_time() - started_cpu) * 1e6)
-            started, started_cpu = perf_counter(), thread_time()
-            for table in stage.tables:
-                deliveries += await table.flush(kafka)
-            stage.flushed((perf_counter() - started) * 1e6, (thread_time() - started_cpu) * 1e6)
-            await acker.submit(events, deliveries)
+                for table in stage.tables:
+                    deliveries += await table.flush(kafka)
+                stage.flushed((perf_counter() - started) * 1e6, (thread_time() - started_cpu) * 1e6)
+            # A batch is acked once every record of it was processed (a stage may hold some back) and
+            # every output sent so far is delivered: the outputs go with the first batch settled now.
+            settled = stage.settled(submitted + len(waiting))
+            while submitted < settled:
+                await acker.submit(waiting.popleft(), deliveries)
+                deliveries, submitted = [], submitted + 1

@@ -80,6 +80,9 @@ class Stage:
     outputs: Sequence[str] = ()
     #: The state tables the runner flushes after each batch.
     tables: Sequence[StateTable] = ()
+    #: With records held back (:meth:`holding`), how long the runner waits for input before it calls
+    #: :meth:`process` with an empty batch, so held records can go; None: wait for input.
+    idle_s: float | None = None
 
     def open(self, partitions: Mapping[str, int]) -> None:
         """Called once before the first batch with each output topic's partition count."""
@@ -88,6 +91,15 @@ class Stage:
         """The outputs of ``batch``, in chunks; state changes go to :attr:`tables`."""
         raise NotImplementedError
         yield []  # pragma: no cover - makes this a generator for type checkers
+
+    def holding(self) -> bool:
+        """Whether records of earlier batches are held back (not processed yet)."""
+        return False
+
+    def settled(self, batches: int) -> int:
+        """How many of the ``batches`` processed so far, from the first, have every record processed;
+        the runner acks only those. A stage that holds nothing back settles each batch at once."""
+        return batches
 
     def chunk_sent(self, wall_us: float, cpu_us: float) -> None:
         """Called after each chunk is handed to the producer, with the time from its first step."""

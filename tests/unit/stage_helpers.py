@@ -1,5 +1,5 @@
-"""Plain inputs for the stage tests: the scripted clicks (tests/integration/scripted.py) as the
-records a producer would write, and a pipeline of the three stages over in-memory state."""
+"""Plain inputs for the stage tests: clicks as the records a producer keyed by IP would write, and
+the three stages chained over in-memory state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from agents.ip_counters import IpCounters
 from agents.score import Score, load_scorer
 from agents.validate import Validate
 from app.contracts import topics
+from app.contracts.events import Click
 from app.contracts.settings import Settings
+from app.contracts.topics import key_partition
 from app.runtime.stage import InputRecord, OutputRecord
 from app.runtime.testing import MemoryTable, run
 
@@ -30,35 +32,51 @@ def as_inputs(outputs: Sequence[OutputRecord], offset0: int = 0) -> list[InputRe
 
 
 class Pipeline:
-    """validate -> ip-counters -> score, each stage's outputs handed to the next in one batch."""
+    """ip-counters -> score over in-memory state, clicks keyed by IP as the simulator sends them.
+
+    Each call of :meth:`send` is one batch of one partition of ``clicks``; the test chooses the order
+    in which partitions are read, as a worker's consumer would."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.wall = 0.0
         self.ip_states = MemoryTable("ip-state")
         self.users, self.sessions = MemoryTable("user-state"), MemoryTable("session-state")
-        self.validate = Validate(settings)
         self.ip = IpCounters(settings, self.ip_states)
-        self.score = Score(settings, self.users, self.sessions, load=load_scorer, clock_ms=lambda: 0)
-        used = (topics.CLICKS_BY_IP, topics.CLICKS_BY_ENTITY, topics.VERDICTS)
+        self.score = Score(
+            settings,
+            self.users,
+            self.sessions,
+            load=load_scorer,
+            clock_ms=lambda: 0,
+            wall_clock_s=lambda: self.wall,
+        )
+        used = (topics.CLICKS_BY_ENTITY, topics.VERDICTS)
         partitions = {settings.topic(t): settings.click_partitions for t in used}
-        for stage in (self.validate, self.ip, self.score):
+        for stage in (self.ip, self.score):
             stage.open(partitions)
 
-    def send(
-        self, values: Sequence[bytes], headers: list[tuple[str, bytes]] | None = None
-    ) -> list[OutputRecord]:
-        """Every output of every stage for one batch of raw ``clicks`` values."""
-        clicks = self.settings.topic(topics.CLICKS)
-        raw = [InputRecord(clicks, 0, k, None, v, headers or []) for k, v in enumerate(values)]
-        validated = run_once(self.validate, raw)
-        by_ip = [o for o in validated if o.partition is not None]
-        bundles = run_once(self.ip, as_inputs(by_ip))
-        verdicts = run_once(self.score, as_inputs([o for o in bundles if o.partition is not None]))
-        return validated + bundles + verdicts
+    def partition_of(self, click: Click) -> int:
+        return key_partition(click.ip.encode(), self.settings.click_partitions)
+
+    def send(self, clicks: Sequence[Click]) -> list[OutputRecord]:
+        """One batch of clicks of one ``clicks`` partition; every output of both stages."""
+        (partition,) = {self.partition_of(c) for c in clicks}
+        raw = [
+            InputRecord(self.settings.topic(topics.CLICKS), partition, k, c.ip.encode(), c.to_json(), [])
+            for k, c in enumerate(clicks)
+        ]
+        bundles = run_once(self.ip, raw)
+        return bundles + run_once(self.score, as_inputs(bundles))
+
+    def finish(self) -> list[OutputRecord]:
+        """What the score stage still holds, once it has waited as long as it may."""
+        self.wall += 3600.0
+        return run_once(self.score, [])
 
 
 def run_once(stage: object, batch: list[InputRecord]) -> list[OutputRecord]:
     return [record for chunk in stage.process(batch) for record in chunk]  # type: ignore[attr-defined]
 
 
-__all__ = ["Pipeline", "as_inputs", "run", "run_once", "settings_for"]
+__all__ = ["Pipeline", "Validate", "as_inputs", "run", "run_once", "settings_for"]

@@ -26,7 +26,10 @@ def test_summary_counts_each_rate_over_its_own_population() -> None:
     }
     assert s["slices"]["app/in"]["purchase_fpr"] is None  # nothing to divide: None, not 0
     assert s["slices"]["desktop/anon"]["bot_recall"] == 1.0
-    assert s["families"] == {"stolen_account": {"clicks": 1, "recall": 0.0}, "burst": {"clicks": 1, "recall": 1.0}}
+    assert s["families"] == {
+        "stolen_account": {"clicks": 1, "recall": 0.0},
+        "burst": {"clicks": 1, "recall": 1.0},
+    }
 
 
 def test_the_live_board_joins_truth_verdicts_and_purchases_in_any_order() -> None:

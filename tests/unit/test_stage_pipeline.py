@@ -8,43 +8,76 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import pytest
 
 from agents.ip_counters import IpCounters
 from app.contracts import topics
-from app.contracts.events import decode_entity_bundle
+from app.contracts.events import Click, decode_entity_bundle
 from app.contracts.topics import key_partition
 from app.features import OfflineFeatureEngine
+from app.runtime.stage import InputRecord
 from app.runtime.testing import MemoryTable, input_records, run
 from tests.integration.scripted import click, scripted_clicks
 from tests.unit.stage_helpers import Pipeline, settings_for
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> Pipeline:
-    return Pipeline(settings_for(tmp_path, click_partitions=3, batch_max_events=8))
+def clicks_through_many_ips() -> list[Click]:
+    """The scripted clicks plus a user whose clicks come from a new IP each (residential proxies):
+    they reach the score stage through every partition of the IP stage."""
+    rotating = [click(f"rot-{k}", 3.0 + 7.0 * k, f"10.0.{k}.{k + 1}", "s-rot", "mallory") for k in range(30)]
+    return sorted(scripted_clicks() + rotating, key=lambda c: c.event_time_ms)
 
 
-def test_live_vectors_equal_the_offline_engine_s_and_every_click_gets_one_verdict(pipeline: Pipeline) -> None:
-    clicks = scripted_clicks()
-    verdicts_topic = pipeline.settings.topic(topics.VERDICTS)
+def drain_partition_by_partition(pipeline: Pipeline, clicks: list[Click], batch: int = 7) -> list:
+    """The worst order a drain can read in: each partition of ``clicks`` to its end, one after another."""
     outputs = []
-    for start in range(0, len(clicks), 20):  # several batches: state carries over between them
-        outputs += pipeline.send([c.to_json() for c in clicks[start : start + 20]])
-    verdicts = {o.key: o for o in outputs if o.topic == verdicts_topic}
-    assert sorted(verdicts) == sorted(c.click_id.encode() for c in clicks)
+    for partition in range(pipeline.settings.click_partitions):
+        mine = [c for c in clicks if pipeline.partition_of(c) == partition]
+        for start in range(0, len(mine), batch):
+            outputs += pipeline.send(mine[start : start + batch])
+    return outputs + pipeline.finish()
 
+
+def live_vectors(pipeline: Pipeline, outputs: list) -> dict[str, np.ndarray]:
+    out = pipeline.settings.topic(topics.VERDICTS)
+    verdicts = [orjson.loads(o.value) for o in outputs if o.topic == out]
+    assert len(verdicts) == len({v["click_id"] for v in verdicts})  # one verdict per click
+    return {v["click_id"]: np.asarray(v["features"], dtype=np.float32) for v in verdicts}
+
+
+def test_live_vectors_equal_the_offline_engine_s_however_the_ip_partitions_interleave(tmp_path: Path) -> None:
+    clicks = clicks_through_many_ips()
+    pipeline = Pipeline(settings_for(tmp_path, click_partitions=3, batch_max_events=8))
+    assert {pipeline.partition_of(c) for c in clicks if c.user_id == "mallory"} == {0, 1, 2}
+    live = live_vectors(pipeline, drain_partition_by_partition(pipeline, clicks))
+    assert sorted(live) == sorted(c.click_id for c in clicks)
     offline = OfflineFeatureEngine(through_bytes=True)
     for c in clicks:
-        logged = orjson.loads(verdicts[c.click_id.encode()].value)
-        assert np.array_equal(np.asarray(logged["features"], dtype=np.float32), offline.process(c)), (
-            c.click_id
-        )
-        assert verdicts[c.click_id.encode()].partition == key_partition(c.click_id.encode(), 3)
+        assert np.array_equal(live[c.click_id], offline.process(c)), c.click_id
+    assert not pipeline.score.holding() and pipeline.score.settled(10**9) == pipeline.score.order._batches
 
 
-def test_verdicts_carry_the_model_s_decision_at_the_slice_threshold(pipeline: Pipeline) -> None:
-    outputs = pipeline.send([c.to_json() for c in scripted_clicks()])
+def test_in_arrival_order_the_same_drain_gives_other_user_features(tmp_path: Path) -> None:
+    # What the ordering is for: without it the rotating user's features depend on the read order.
+    clicks = clicks_through_many_ips()
+    pipeline = Pipeline(settings_for(tmp_path, click_partitions=3, batch_max_events=8, reorder_max_wait_ms=0))
+    live = live_vectors(pipeline, drain_partition_by_partition(pipeline, clicks))
+    offline = OfflineFeatureEngine(through_bytes=True)
+    differ = [c.click_id for c in clicks if not np.array_equal(live[c.click_id], offline.process(c))]
+    assert differ and all(cid.startswith("rot-") for cid in differ)
+
+
+def test_a_batch_settles_only_once_all_its_clicks_were_released(tmp_path: Path) -> None:
+    pipeline = Pipeline(settings_for(tmp_path, click_partitions=3))
+    clicks = clicks_through_many_ips()
+    first = [c for c in clicks if pipeline.partition_of(c) == 0][:5]
+    pipeline.send(first)  # sources 1 and 2 have said nothing yet: held
+    assert pipeline.score.holding() and pipeline.score.settled(1) == 0
+    assert pipeline.finish() and pipeline.score.settled(2) == 2  # the wait is over: released
+
+
+def test_verdicts_carry_the_model_s_decision_at_the_slice_threshold(tmp_path: Path) -> None:
+    pipeline = Pipeline(settings_for(tmp_path, click_partitions=3, batch_max_events=8))
+    outputs = drain_partition_by_partition(pipeline, clicks_through_many_ips())
     verdicts = [orjson.loads(o.value) for o in outputs if o.topic == pipeline.settings.topic(topics.VERDICTS)]
     scorer = pipeline.score.scorer
     assert verdicts and {v["model_version"] for v in verdicts} == {scorer.version}
@@ -55,15 +88,18 @@ def test_verdicts_carry_the_model_s_decision_at_the_slice_threshold(pipeline: Pi
         assert v["decision"] == ("invalid" if v["score"] >= v["threshold"] else "valid")
 
 
-def test_the_score_stage_scores_a_take_in_chunks_of_batch_max_events(pipeline: Pipeline) -> None:
-    settings = pipeline.settings
-    routed = pipeline.send([c.to_json() for c in scripted_clicks()[:30]])
-    bundles = [o for o in routed if o.topic == settings.topic(topics.CLICKS_BY_ENTITY)]
-    pipeline.users.partitions.clear()
-    pipeline.sessions.partitions.clear()
+def test_the_score_stage_scores_a_take_in_chunks_of_batch_max_events(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, click_partitions=1, batch_max_events=8, reorder_max_wait_ms=0)
+    pipeline = Pipeline(settings)
+    bundles = [o for o in pipeline.ip.process(as_inputs_of(pipeline, scripted_clicks()[:30])).__next__()]
     batch = input_records(settings.topic(topics.CLICKS_BY_ENTITY), [b.value for b in bundles])
     chunks = list(pipeline.score.process(batch))
     assert [len(chunk) for chunk in chunks] == [8, 8, 8, 6]
+
+
+def as_inputs_of(pipeline: Pipeline, clicks: list[Click]) -> list:
+    topic = pipeline.settings.topic(topics.CLICKS)
+    return [InputRecord(topic, 0, k, c.ip.encode(), c.to_json(), []) for k, c in enumerate(clicks)]
 
 
 def test_ip_stage_bundles_clicks_on_their_entity_s_partition_and_keeps_one_state_per_ip(
