@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from app.contracts.events import format_time
 from app.contracts.settings import Settings
 from app.simulator.params import DEFAULT_START, SimParams
 
@@ -36,6 +37,19 @@ def _parse_date(value: str) -> datetime:
         return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError as exc:
         raise typer.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+def _parse_instant(value: str) -> int:
+    """Epoch milliseconds from ``YYYY-MM-DD`` (UTC midnight), an RFC 3339 time, or epoch ms digits."""
+    if value.isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected YYYY-MM-DD, an RFC 3339 time or epoch ms, got {value!r}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
 
 
 def peak_rss_mib() -> float:
@@ -119,24 +133,102 @@ def live(
     bootstrap: Annotated[
         str | None, typer.Option(help="Kafka bootstrap (default: IVT_BOOTSTRAP_SERVERS).")
     ] = None,
+    continue_history: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the world of this history folder: its population (seed, users, bots from "
+            "manifest.json, overriding --seed/--users/--bot-scale) from its end, event time compressed "
+            "by a speed factor so that it makes RATE clicks/s."
+        ),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            min=1e-6,
+            help="With --continue-history: event-time seconds per wall second "
+            "(default: RATE / the population's natural rate).",
+        ),
+    ] = None,
 ) -> None:
     """Publish live traffic at a steady RATE for DURATION seconds (clicks, purchases, RFM updates)."""
+    from app.simulator.history import read_manifest
     from app.simulator.live import LiveOptions, publish_live
 
     settings = Settings.from_env(bootstrap_servers=bootstrap)
-    options = LiveOptions(
-        rate=rate,
-        duration_s=duration,
-        seed=seed,
-        users=users,
-        purchase_delay_scale=purchase_delay_scale,
-        bot_scale=bot_scale,
-        acks=acks,
-        idempotence=idempotence,
-        warmup_s=warmup,
-        producer=producer,
-    )
+    common = {
+        "rate": rate,
+        "duration_s": duration,
+        "purchase_delay_scale": purchase_delay_scale,
+        "acks": acks,
+        "idempotence": idempotence,
+        "warmup_s": warmup,
+        "producer": producer,
+    }
+    if continue_history is not None:
+        try:
+            manifest = read_manifest(continue_history)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--continue-history") from exc
+        options = LiveOptions.continuing(manifest, speed=speed, **common)
+    else:
+        if speed is not None:
+            raise typer.BadParameter("--speed needs --continue-history", param_hint="--speed")
+        options = LiveOptions(seed=seed, users=users, bot_scale=bot_scale, **common)
     report = asyncio.run(publish_live(settings, options, console=console))
+    report.print(console)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@simulate_cli.command("publish-history")
+def publish_history_cmd(
+    history_dir: Annotated[Path, typer.Argument(help="A history folder (ivt simulate history --out DIR).")],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First event time published: YYYY-MM-DD, RFC 3339 or epoch ms (default: the history's start)."
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="Event time where publishing stops, exclusive (default: the history's end)."),
+    ] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap (default: IVT_BOOTSTRAP_SERVERS).")
+    ] = None,
+) -> None:
+    """Publish a history folder to Kafka as fast as the broker takes it: clicks, purchases and RFM updates
+    merged in event-time order, with the history's click ids."""
+    from app.simulator.history import read_manifest
+    from app.simulator.publish_history import count_clicks, publish_history
+
+    try:
+        manifest = read_manifest(history_dir)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="HISTORY_DIR") from exc
+    start_ms = _parse_instant(start) if start is not None else int(manifest["start_ms"])
+    end_ms = _parse_instant(end) if end is not None else int(manifest["end_ms"])
+    if end_ms <= start_ms:
+        raise typer.BadParameter("--end must be after --start")
+    settings = Settings.from_env(bootstrap_servers=bootstrap)
+    total = count_clicks(history_dir, start_ms, end_ms)
+    console.print(f"publishing {total:,} clicks of {format_time(start_ms)} .. {format_time(end_ms)}")
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("clicks  {task.fields[rate]:,.0f} clicks/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("history", total=total, rate=0.0)
+
+        def on_progress(clicks: int) -> None:
+            progress.update(task, completed=clicks, rate=clicks / max(time.perf_counter() - began, 1e-9))
+
+        report = asyncio.run(publish_history(settings, history_dir, start_ms, end_ms, progress=on_progress))
     report.print(console)
     if report.errors:
         raise typer.Exit(1)

@@ -17,6 +17,16 @@ start, so they track the wall clock: the population is sized (unless ``users`` i
 natural click rate at the start time equals the target rate. The report prints how far the last
 click's event time ended up from its send slot.
 
+*Continuing a world* (``LiveOptions.start_ms``): the population is the one a history was made of
+(same seed, users and bots), the simulation starts where the history ends, and the schedule keeps
+the event-time rhythm: a click with event time ``t`` is due at ``wall_start + (t - start_ms) / speed``.
+``speed`` (event-time seconds per wall second) is what makes a small realistic population publish
+``rate`` clicks/s: the population's natural rate (:func:`natural_rate`) over the event time the run
+covers (at least the first hour from ``start_ms``, at most a day: :func:`plan_speed`) times ``speed``
+is ``rate``, so the day/night rhythm and the bursts are compressed, not flattened (the wall rate
+follows them around ``rate``), and every window and TTL downstream stays on event time. Purchase and RFM delays are those of the history (no
+``purchase_delay_scale``): compressed in wall time by the same factor as everything else.
+
 Clicks are keyed by IP (the partition is computed here with Kafka's murmur2, as the Java client and
 aiokafka would); purchases (keyed by click id) and RFM updates (keyed by user id) go to their own
 topics when their simulated time comes, with delays shrunk by ``purchase_delay_scale``.
@@ -59,6 +69,7 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
@@ -68,7 +79,15 @@ from app.contracts.settings import Settings
 from app.contracts.topics import ACCOUNT_RFM, CLICKS, PURCHASES
 from app.kafka import clients
 from app.simulator import encode
-from app.simulator.generator import ChunkOutput, Simulator, click_table, purchase_table, rfm_table
+from app.simulator.generator import (
+    CLICK_SCHEMA,
+    RFM_SCHEMA,
+    ChunkOutput,
+    Simulator,
+    click_table,
+    purchase_table,
+    rfm_table,
+)
 from app.simulator.params import BOT_ACTORS_PER_REFERENCE, SimParams
 from app.simulator.population import Population
 from app.simulator.truth import FAMILIES
@@ -80,6 +99,14 @@ __all__ = [
     "encode_chunk",
     "TopicLayout",
     "users_for_rate",
+    "natural_rate",
+    "chunk_for_speed",
+    "plan_speed",
+    "world_params",
+    "SpeedPlan",
+    "click_messages",
+    "purchase_messages",
+    "rfm_messages",
     "INTENDED_HEADER",
     "SENT_HEADER",
 ]
@@ -89,17 +116,40 @@ SENT_HEADER: Final = "ivt-sent-ns"
 #: Clicks per piece handed from the encoder process to the sender: small pieces keep each hand-over
 #: (a pipe read and an unpickle in the event loop) to a few milliseconds.
 PIECE_CLICKS: Final = 1000
+#: What the encoder process puts on its queue when the simulation reached its end (continue mode).
+_END: Final = "end"
+#: Continue mode: wall seconds of traffic per generation chunk (at most), and clicks per chunk (at most).
+CHUNK_WALL_S: Final = 1.0
+CHUNK_MAX_CLICKS: Final = 20_000
+#: Continue mode: the speed is sized on the natural rate over the event time the run covers, within
+#: these bounds (seconds): an hour at least (the rate at the start), a day at most (a day's average).
+SPEED_WINDOW_S: Final = (3600, 86_400)
+#: Users of the population :func:`natural_rate` simulates at most (larger ones are scaled from it).
+PROBE_USERS: Final = 50_000
+#: Chunk lengths the simulator accepts below an hour (divisors of 3600).
+_CHUNK_DIVISORS: Final = tuple(d for d in range(1, 3601) if 3600 % d == 0)
 
 
 @dataclass(frozen=True)
 class LiveOptions:
     rate: float = 20_000.0
+    #: Wall seconds to publish (in continue mode they cover ``duration_s * speed`` s of event time).
     duration_s: float = 60.0
     seed: int = 42
-    #: Human users; None = sized so the natural click rate at the start equals ``rate``.
+    #: Human users; None = sized so the natural click rate at the start equals ``rate`` (required
+    #: when ``start_ms`` is given: the history's population).
     users: int | None = None
+    #: Ignored in continue mode, where delays are the history's (1.0), compressed by ``speed``.
     purchase_delay_scale: float = 0.01
     bot_scale: float = 1.0
+    #: Continue a world: event time of the first live click (a history's ``end_ms``); None = the
+    #: wall clock (event time = send time, the population sized to the rate).
+    start_ms: int | None = None
+    #: Continue mode: event-time seconds per wall second; None = ``rate / natural_rate``.
+    speed: float | None = None
+    #: Continue mode: the rest of the history's population parameters (``SimParams`` fields).
+    tz_offset_h: float = 0.0
+    bot_actors: dict[str, int] | None = None
     acks: str = "1"
     idempotence: bool = True
     #: "batch" (own BatchBuilders + send_batch) or "send" (producer.send per message).
@@ -113,6 +163,21 @@ class LiveOptions:
     #: Generate and encode the whole run before the first send (memory: about 1 KB per click).
     pregenerate: bool = False
     progress: bool = True
+
+    @classmethod
+    def continuing(cls, manifest: dict[str, Any], **options: Any) -> LiveOptions:
+        """Options that continue the world of a history (its ``manifest.json``, as a dict): same
+        seed, users and bots, starting at its end. ``options`` sets the rest (rate, duration_s...)."""
+        params = manifest["params"]
+        world = {
+            "seed": int(params["seed"]),
+            "users": int(params["users"]),
+            "bot_scale": float(params["bot_scale"]),
+            "tz_offset_h": float(params.get("tz_offset_h", 0.0)),
+            "bot_actors": dict(params["bot_actors"]) if params.get("bot_actors") else None,
+            "start_ms": int(manifest["end_ms"]),
+        }
+        return cls(**{**world, **options})
 
 
 @dataclass
@@ -133,9 +198,18 @@ class LiveReport:
     event_time_drift_ms: float = 0.0
     #: CPU seconds of the sending process while it published (the encoder process not counted)
     sender_cpu_s: float = 0.0
-    #: The schedule's start: click 0's intended send time, epoch ns
+    #: The schedule's start: click 0's intended send time (continue mode: event time ``start_ms``'s
+    #: wall slot), epoch ns
     start_ns: int = 0
     clicks_by_family: dict[str, int] = field(default_factory=dict)
+    #: Continue mode: event-time seconds per wall second (None: event time = wall clock)
+    speed: float | None = None
+    #: Continue mode: the population's natural clicks/s of event time the speed is sized on (over the
+    #: event time the run covers, within SPEED_WINDOW_S; bursts left out)
+    natural_rate: float = 0.0
+    #: Event time of the first slot (the history's end in continue mode) and of the last click sent
+    event_start_ms: int = 0
+    event_end_ms: int = 0
 
     @property
     def achieved_rate(self) -> float:
@@ -158,6 +232,10 @@ class LiveReport:
             "sender_cpu_s": round(self.sender_cpu_s, 2),
             "users": self.users,
             "clicks_by_family": self.clicks_by_family,
+            "speed": self.speed,
+            "natural_rate": round(self.natural_rate, 4),
+            "event_start_ms": self.event_start_ms,
+            "event_end_ms": self.event_end_ms,
         }
 
     def print(self, console: Console) -> None:
@@ -169,12 +247,23 @@ class LiveReport:
         console.print(
             f"errors {self.errors}{' (' + self.first_error + ')' if self.first_error else ''}; "
             f"purchases {self.purchases:,}, RFM updates {self.rfm_updates:,}; users {self.users:,}; "
-            f"event time - send slot at the end {self.event_time_drift_ms:+,.0f} ms"
+            + (
+                f"event time - send slot at the end {self.event_time_drift_ms:+,.0f} ms"
+                if self.speed is None
+                else f"event time behind the event clock at the last send {-self.event_time_drift_ms:,.0f} ms"
+            )
         )
         console.print(
             f"sender CPU {self.sender_cpu_s:.1f} s ({100 * self.sender_cpu_s / max(self.elapsed_s, 1e-9):.0f} % "
             "of a core; generation and encoding run in a process of their own)"
         )
+        if self.speed is not None:
+            span_s = (self.event_end_ms - self.event_start_ms) / 1000
+            console.print(
+                f"event time {format_time(self.event_start_ms)} .. {format_time(self.event_end_ms)} "
+                f"({span_s / 3600:,.2f} h at x{self.speed:,.4g}; the speed sized on a natural rate of "
+                f"{self.natural_rate:,.3g} clicks/s of event time, bursts left out)"
+            )
         console.print(
             "clicks by family: " + ", ".join(f"{k} {v:,}" for k, v in self.clicks_by_family.items())
         )
@@ -210,6 +299,40 @@ def users_for_rate(
     return max(1, math.ceil(rate / per_user))
 
 
+def natural_rate(params: SimParams, window_s: int = 3600, bursts: bool = False) -> float:
+    """Clicks per second of simulated time that ``params``'s population makes from ``params.start_ms``.
+
+    Measured by simulating ``window_s`` seconds (with ``params.warmup_s`` of warm-up, as a live run
+    starts) in 10-minute chunks. Bursts are left out unless ``bursts``: an attack in the probe
+    window would make the estimate jump, and a speed sized on it would be far too slow. Populations
+    over :data:`PROBE_USERS` are probed with that many users and the rate scaled (every family's
+    traffic is proportional to the users), so that a day's probe stays a few seconds.
+    """
+    if window_s < 1:
+        raise ConfigError("window_s must be >= 1")
+    users = min(params.users, PROBE_USERS)
+    probe = replace(
+        params,
+        users=users,
+        chunk_s=600,
+        bot_actors={**params.bot_actors, **({} if bursts else {"burst": 0})},
+    )
+    end_ms = probe.start_ms + window_s * 1000
+    clicks = sum(out.clicks.rows for out in Simulator(probe).run(end_ms))
+    return clicks / window_s * params.users / users
+
+
+def chunk_for_speed(speed: float, rate: float) -> int:
+    """Event-time seconds per generation chunk at ``speed`` when the population makes ``rate``
+    clicks/s of event time: a chunk covers at most :data:`CHUNK_WALL_S` of wall time and
+    :data:`CHUNK_MAX_CLICKS` clicks (so the encoder hands over small pieces early), and is a divisor of
+    an hour (or whole hours) as the simulator requires. At speed 1: 1 s; at x500: 450 s."""
+    limit = max(1.0, min(speed * CHUNK_WALL_S, CHUNK_MAX_CLICKS / max(rate, 1e-9)))
+    if limit >= 7200:
+        return int(limit // 3600) * 3600
+    return max(d for d in _CHUNK_DIVISORS if d <= limit)
+
+
 @dataclass
 class Block:
     """One chunk, encoded: clicks in send order and the purchases/RFM messages due in it."""
@@ -221,18 +344,22 @@ class Block:
     event_ms: np.ndarray
     families: np.ndarray
     side: list[tuple[str, int, bytes, bytes]]  # (topic, partition, key, value)
+    #: event time of each side message, ascending
+    side_ms: np.ndarray
 
     @property
     def family_counts(self) -> np.ndarray:
         return np.bincount(self.families, minlength=len(FAMILIES))
 
     def split(self, clicks: int) -> list[Block]:
-        """Pieces of at most ``clicks`` clicks, each with its share of the side messages."""
+        """Pieces of at most ``clicks`` clicks, each with the side messages of its time span (those
+        before the first click go with the first piece, those after the last with the last)."""
         n = len(self.values)
         if n <= clicks:
             return [self]
         cuts = list(range(0, n, clicks)) + [n]
-        side_cuts = [c * len(self.side) // n for c in cuts]
+        inner = np.searchsorted(self.side_ms, self.event_ms[cuts[1:-1]], side="left").tolist()
+        side_cuts = [0, *inner, len(self.side)]
         return [
             Block(
                 chunk=self.chunk,
@@ -242,6 +369,7 @@ class Block:
                 event_ms=self.event_ms[a:b],
                 families=self.families[a:b],
                 side=self.side[sa:sb],
+                side_ms=self.side_ms[sa:sb],
             )
             for a, b, sa, sb in zip(cuts, cuts[1:], side_cuts, side_cuts[1:], strict=False)
         ]
@@ -265,62 +393,94 @@ class TopicLayout:
         return cls(settings.topic(CLICKS), p, settings.topic(PURCHASES), p, settings.topic(ACCOUNT_RFM), p)
 
 
-def encode_chunk(params: SimParams, sim: Simulator, out: ChunkOutput, topics: TopicLayout) -> Block:
-    """Wire JSON (with ``_truth``) of a chunk's clicks, keys, partitions; purchases and RFM updates."""
-    c = out.clicks
-    table = click_table(params, sim.pop, c)
+#: Wire names of a click's fields: CLICK_SCHEMA's first eleven columns, ``event_time`` as RFC 3339.
+_CLICK_WIRE: Final = ("click_id", "event_time", *CLICK_SCHEMA.names[2:11])
+
+
+def click_messages(table: pa.Table, partitions: int) -> tuple[list[int], list[bytes], list[bytes]]:
+    """Partitions, keys (the IP) and wire JSON (with ``_truth``) of clicks in ``CLICK_SCHEMA`` form
+    (a generated chunk's :func:`click_table` or a history file's rows)."""
     ip = table.column("ip").combine_chunks()
-    cols = [table.column(name).to_pylist() for name in table.column_names]
-    cols[1] = encode.rfc3339_ms(c["t_ms"])
-    names = [*table.column_names[:1], "event_time", *table.column_names[2:11]]
+    cols = [
+        encode.rfc3339_ms(table.column(name).to_numpy())
+        if name == "event_time_ms"
+        else table.column(name).to_pylist()
+        for name in CLICK_SCHEMA.names
+    ]
     values = []
     for row in zip(*cols, strict=True):
-        doc = dict(zip(names, row[:11], strict=True))
+        doc = dict(zip(_CLICK_WIRE, row[:11], strict=True))
         doc["_truth"] = {"actor": row[11], "family": row[12], "actor_id": row[13]}
         values.append(orjson.dumps(doc))
+    return encode.kafka_partition(ip, partitions).tolist(), [s.encode() for s in cols[2]], values
+
+
+def purchase_messages(table: pa.Table, partitions: int) -> tuple[list[int], list[bytes], list[bytes]]:
+    """Partitions, keys (the click id) and wire JSON of purchases in ``PURCHASE_SCHEMA`` form."""
+    click_ids = table.column("click_id").combine_chunks()
+    times = encode.rfc3339_ms(table.column("event_time_ms").to_numpy())
+    keys, values = [], []
+    for pid, cid, uid, when, amount in zip(
+        table.column("purchase_id").to_pylist(),
+        click_ids.to_pylist(),
+        table.column("user_id").to_pylist(),
+        times,
+        table.column("amount").to_pylist(),
+        strict=True,
+    ):
+        doc = {"purchase_id": pid, "click_id": cid, "user_id": uid, "event_time": when, "amount": amount}
+        keys.append(cid.encode())
+        values.append(orjson.dumps(doc))
+    return encode.kafka_partition(click_ids, partitions).tolist(), keys, values
+
+
+def rfm_messages(table: pa.Table, partitions: int) -> tuple[list[int], list[bytes], list[bytes]]:
+    """Partitions, keys (the user id) and wire JSON of account RFM updates in ``RFM_SCHEMA`` form."""
+    user_ids = table.column("user_id").combine_chunks()
+    times = encode.rfc3339_ms(table.column("updated_at_ms").to_numpy())
+    rows = zip(*(table.column(n).to_pylist() for n in RFM_SCHEMA.names[:5]), times, strict=True)
+    keys, values = [], []
+    for uid, score, recency, freq, monetary, when in rows:
+        doc = {
+            "user_id": uid,
+            "rfm_score": score,
+            "recency_days": recency,
+            "frequency": freq,
+            "monetary": monetary,
+            "updated_at": when,
+        }
+        keys.append(uid.encode())
+        values.append(orjson.dumps(doc))
+    return encode.kafka_partition(user_ids, partitions).tolist(), keys, values
+
+
+def encode_chunk(params: SimParams, sim: Simulator, out: ChunkOutput, topics: TopicLayout) -> Block:
+    """Wire JSON (with ``_truth``) of a chunk's clicks, keys, partitions; purchases and RFM updates
+    (merged in event-time order, purchases first on a tie)."""
+    c = out.clicks
+    partitions, keys, values = click_messages(click_table(params, sim.pop, c), topics.click_partitions)
     side: list[tuple[str, int, bytes, bytes]] = []
+    side_ms: list[np.ndarray] = []
     if out.purchases.rows:
         ptab = purchase_table(params, sim.pop, out.purchases)
-        click_ids = ptab.column("click_id").combine_chunks()
-        partitions = encode.kafka_partition(click_ids, topics.purchase_partitions).tolist()
-        times = encode.rfc3339_ms(out.purchases["t_ms"])
-        for pid, cid, uid, when, amount, part in zip(
-            ptab.column("purchase_id").to_pylist(),
-            click_ids.to_pylist(),
-            ptab.column("user_id").to_pylist(),
-            times,
-            ptab.column("amount").to_pylist(),
-            partitions,
-            strict=True,
-        ):
-            doc = {"purchase_id": pid, "click_id": cid, "user_id": uid, "event_time": when, "amount": amount}
-            side.append((topics.purchases, part, cid.encode(), orjson.dumps(doc)))
+        parts, pkeys, pvalues = purchase_messages(ptab, topics.purchase_partitions)
+        side += [(topics.purchases, p, k, v) for p, k, v in zip(parts, pkeys, pvalues, strict=True)]
+        side_ms.append(out.purchases["t_ms"])
     if out.rfm.rows:
-        rtab = rfm_table(sim.pop, out.rfm)
-        user_ids = rtab.column("user_id").combine_chunks()
-        partitions = encode.kafka_partition(user_ids, topics.rfm_partitions).tolist()
-        times = encode.rfc3339_ms(out.rfm["t_ms"])
-        rows = zip(
-            *(rtab.column(n).to_pylist() for n in rtab.column_names[:5]), times, partitions, strict=True
-        )
-        for uid, score, recency, freq, monetary, when, part in rows:
-            doc = {
-                "user_id": uid,
-                "rfm_score": score,
-                "recency_days": recency,
-                "frequency": freq,
-                "monetary": monetary,
-                "updated_at": when,
-            }
-            side.append((topics.rfm, part, uid.encode(), orjson.dumps(doc)))
+        parts, rkeys, rvalues = rfm_messages(rfm_table(sim.pop, out.rfm), topics.rfm_partitions)
+        side += [(topics.rfm, p, k, v) for p, k, v in zip(parts, rkeys, rvalues, strict=True)]
+        side_ms.append(out.rfm["t_ms"])
+    times = np.concatenate(side_ms) if side_ms else np.empty(0, dtype=np.int64)
+    order = np.argsort(times, kind="stable")
     return Block(
         chunk=out.chunk,
-        partitions=encode.kafka_partition(ip, topics.click_partitions).tolist(),
-        keys=[s.encode() for s in cols[2]],
+        partitions=partitions,
+        keys=keys,
         values=values,
         event_ms=c["t_ms"],
         families=c["family"],
-        side=side,
+        side=[side[j] for j in order.tolist()],
+        side_ms=times[order],
     )
 
 
@@ -331,24 +491,33 @@ def _encode_forever(
     blocks: Any,
     stopping: Any,
     limit: int,
+    end_ms: int | None = None,
 ) -> None:
     """The encoder process: run the simulator, put encoded chunks on the bounded queue until
-    ``limit`` clicks are encoded."""
+    ``limit`` clicks are encoded, or (``end_ms``) until the simulation's end, then :data:`_END`."""
     try:
         sim, encoded = Simulator(params, population), 0
-        for out in sim.run(None):
+        for out in sim.run(end_ms):
             for block in encode_chunk(params, sim, out, topics).split(PIECE_CLICKS):
-                while not stopping.is_set():
-                    try:
-                        blocks.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                encoded += len(block.values)
-                if stopping.is_set() or encoded >= limit:
+                if not _put(blocks, stopping, block):
                     return
+                encoded += len(block.values)
+                if encoded >= limit:
+                    return
+        _put(blocks, stopping, _END)
     except BaseException:  # handed to the sender, which raises it
         blocks.put(RuntimeError("simulator process failed:\n" + traceback.format_exc()))
+
+
+def _put(blocks: Any, stopping: Any, item: Any) -> bool:
+    """Put ``item`` on the bounded queue, waiting while it is full; False once told to stop."""
+    while not stopping.is_set():
+        try:
+            blocks.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class _Encoder:
@@ -365,6 +534,7 @@ class _Encoder:
         topics: TopicLayout,
         ahead: int,
         limit: int,
+        end_ms: int | None = None,
     ) -> None:
         # fork: the child starts at once with the population (and its memo) already built, and the
         # caller's __main__ is not imported again; it never touches the parent's event loop or sockets
@@ -373,7 +543,7 @@ class _Encoder:
         self.stopping = ctx.Event()
         self.process = ctx.Process(
             target=_encode_forever,
-            args=(params, population, topics, self.blocks, self.stopping, limit),
+            args=(params, population, topics, self.blocks, self.stopping, limit, end_ms),
             name="ivt-sim-encoder",
             daemon=True,
         )
@@ -381,16 +551,18 @@ class _Encoder:
     def start(self) -> None:
         self.process.start()
 
-    async def pregenerate(self, clicks: int) -> None:
-        """Take blocks off the process's queue until ``clicks`` clicks are here; afterwards
-        :attr:`blocks` is a local queue of all of them and the process has exited."""
+    async def pregenerate(self, clicks: int | None) -> None:
+        """Take blocks off the process's queue until ``clicks`` clicks (None: the end) are here;
+        afterwards :attr:`blocks` is a local queue of all of them and the process has exited."""
         local: queue.SimpleQueue[Any] = queue.SimpleQueue()
         have = 0
-        while have < clicks:
+        while clicks is None or have < clicks:
             item = await asyncio.to_thread(self.blocks.get)
             if isinstance(item, BaseException):
                 raise item
             local.put(item)
+            if isinstance(item, str):  # _END
+                break
             have += len(item.values)
         await asyncio.to_thread(self.process.join, 30)
         self.blocks = local
@@ -442,32 +614,28 @@ class _LagHistogram:
 async def publish_live(
     settings: Settings, options: LiveOptions, console: Console | None = None
 ) -> LiveReport:
-    """Publish ``options.duration_s`` seconds of clicks at ``options.rate``; returns the report."""
+    """Publish ``options.duration_s`` seconds of clicks at ``options.rate``; returns the report.
+
+    With ``options.start_ms`` the traffic continues a world (see the module's docstring): the
+    schedule follows event time, compressed by ``options.speed``.
+    """
 
     if options.producer not in ("batch", "send"):
         raise ConfigError(f"producer must be 'batch' or 'send', got {options.producer!r}")
     console = console or Console(stderr=True)
+    if options.start_ms is not None:
+        return await _publish_continued(settings, options, console)
     total = max(1, round(options.rate * options.duration_s))
     now_ms = time.time_ns() // 1_000_000
     users = options.users or users_for_rate(
         options.rate, now_ms, options.seed, options.bot_scale, options.warmup_s
     )
-    producer = clients.producer(
-        settings,
-        acks="all" if options.idempotence or options.acks == "all" else int(options.acks),
-        enable_idempotence=options.idempotence,
-        linger_ms=options.linger_ms,
-        max_batch_size=options.max_batch_size,
-        max_request_size=max(1_048_576, options.max_batch_size * 2),
-        request_timeout_ms=30_000,
-    )
+    producer = _producer(settings, options)
     await producer.start()
     encoder: _Encoder | None = None
     report = LiveReport(target_rate=options.rate, duration_s=options.duration_s, users=users)
     try:
-        names = (settings.topic(CLICKS), settings.topic(PURCHASES), settings.topic(ACCOUNT_RFM))
-        counts = [len(await producer.partitions_for(name)) for name in names]
-        topics = TopicLayout(names[0], counts[0], names[1], counts[1], names[2], counts[2])
+        topics = await _topic_layout(settings, producer)
         # the simulation (and the schedule) start once the warm-up is generated
         params = SimParams(
             seed=options.seed,
@@ -489,17 +657,162 @@ async def publish_live(
         encoder.start()
         if options.pregenerate:
             await encoder.pregenerate(total)
-        sender = (
-            _BatchSender(producer, options.linger_ms)
-            if options.producer == "batch"
-            else _MessageSender(producer)
+        await _send_all(
+            _sender(producer, options), encoder, topics, start_ms, total, options, report, console
         )
-        await _send_all(sender, encoder, topics, start_ms, total, options, report, console)
+        report.event_start_ms = start_ms
     finally:
         if encoder is not None:
             encoder.stop()
         await producer.stop()
     return report
+
+
+def world_params(options: LiveOptions) -> SimParams:
+    """Continue mode: the history's population (seed, users, bots, time zone) from ``options.start_ms``,
+    with history delays (``purchase_delay_scale`` 1.0) and ids that no history uses (``L`` prefix)."""
+    if options.start_ms is None:
+        raise ConfigError("world_params needs options.start_ms (the event time to continue from)")
+    if options.users is None:
+        raise ConfigError("continuing a world needs its users (the history's population size)")
+    return SimParams(
+        seed=options.seed,
+        users=options.users,
+        start_ms=options.start_ms,
+        warmup_s=options.warmup_s,
+        tz_offset_h=options.tz_offset_h,
+        bot_scale=options.bot_scale,
+        purchase_delay_scale=1.0,
+        id_prefix=f"{options.seed}.L{options.start_ms // 1000}.",
+        bot_actors=dict(options.bot_actors or BOT_ACTORS_PER_REFERENCE),
+    )
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """Continue mode: how the world's event time maps to the wall clock."""
+
+    #: the run's simulation parameters (the history's population, chunk length fit for the speed)
+    params: SimParams
+    #: event-time seconds per wall second
+    speed: float
+    #: the population's clicks/s of event time over the event time the run covers (bursts left out)
+    natural_rate: float
+    #: ... in the first hour from the start
+    natural_rate_start: float
+    #: seconds of event time the natural rate was measured over
+    window_s: int
+
+
+def plan_speed(options: LiveOptions) -> SpeedPlan:
+    """Continue mode: the speed is ``options.speed``, or the one that turns the population's natural
+    rate into ``options.rate`` on average over the event time the run covers (``duration_s * speed``,
+    within :data:`SPEED_WINDOW_S`: the rate at the start for a run of an hour of event time or less,
+    a day's average for a run of a day or more; found in a few rounds, as the span depends on
+    the speed; the span is taken within 5 %). The day/night rhythm and the bursts are kept: the wall rate follows them around the
+    average. The chunk length follows the speed (:func:`chunk_for_speed`)."""
+    params = world_params(options)
+    lo, hi = SPEED_WINDOW_S
+    start_rate = natural = natural_rate(params, lo)
+    window = lo
+    if options.speed is not None:
+        if options.speed <= 0:
+            raise ConfigError("speed must be > 0")
+        speed = float(options.speed)
+    else:
+        speed = 0.0
+        for _ in range(8):
+            if natural <= 0:
+                raise ConfigError(
+                    f"{params.users:,} users make no clicks from {format_time(params.start_ms)} "
+                    f"for {window / 3600:,.1f} h"
+                )
+            speed = options.rate / natural
+            span = int(min(max(options.duration_s * speed, lo), hi)) // 600 * 600
+            if abs(span - window) <= max(600, window // 20):
+                break
+            window = span
+            natural = natural_rate(params, window)
+        else:
+            speed = options.rate / max(natural, 1e-9)
+    return SpeedPlan(
+        replace(params, chunk_s=chunk_for_speed(speed, natural)), speed, natural, start_rate, window
+    )
+
+
+async def _publish_continued(settings: Settings, options: LiveOptions, console: Console) -> LiveReport:
+    """Continue mode: the world's traffic from ``options.start_ms``, event time compressed by the speed."""
+    plan = plan_speed(options)
+    params, speed, natural = plan.params, plan.speed, plan.natural_rate
+    start_ms = params.start_ms
+    end_ms = start_ms + round(options.duration_s * speed * 1000)
+    over = (
+        ""
+        if plan.window_s == SPEED_WINDOW_S[0]
+        else f" in the first hour, {natural:,.3g} over the {plan.window_s / 3600:,.3g} h it is sized on"
+    )
+    console.print(
+        f"{params.users:,} users make {plan.natural_rate_start:,.3g} clicks/s of event time{over}; "
+        f"speed x{speed:,.4g} to publish {natural * speed:,.0f} clicks/s (on average: the day/night "
+        f"rhythm and bursts are kept, compressed); event time {format_time(start_ms)} .. "
+        f"{format_time(end_ms)} ({options.duration_s * speed / 3600:,.2f} h in {options.duration_s:,.0f} s; "
+        f"chunks of {params.chunk_s} s)"
+    )
+    expected = max(1, round(natural * speed * options.duration_s))
+    report = LiveReport(
+        # with a speed given, the rate follows from it
+        target_rate=options.rate if options.speed is None else natural * speed,
+        duration_s=options.duration_s,
+        users=params.users,
+        speed=speed,
+        natural_rate=natural,
+        event_start_ms=start_ms,
+        event_end_ms=start_ms,
+    )
+    producer = _producer(settings, options)
+    await producer.start()
+    encoder: _Encoder | None = None
+    try:
+        topics = await _topic_layout(settings, producer)
+        population = Population(params)
+        ahead = expected // PIECE_CLICKS * 2 + 64 if options.pregenerate else options.ahead
+        encoder = _Encoder(params, population, topics, ahead, limit=2**62, end_ms=end_ms)
+        encoder.start()
+        if options.pregenerate:
+            await encoder.pregenerate(None)
+        await _send_by_event_time(
+            _sender(producer, options), encoder, topics, start_ms, speed, expected, options, report, console
+        )
+    finally:
+        if encoder is not None:
+            encoder.stop()
+        await producer.stop()
+    return report
+
+
+def _producer(settings: Settings, options: LiveOptions) -> Any:
+    return clients.producer(
+        settings,
+        acks="all" if options.idempotence or options.acks == "all" else int(options.acks),
+        enable_idempotence=options.idempotence,
+        linger_ms=options.linger_ms,
+        max_batch_size=options.max_batch_size,
+        max_request_size=max(1_048_576, options.max_batch_size * 2),
+        request_timeout_ms=30_000,
+    )
+
+
+async def _topic_layout(settings: Settings, producer: Any) -> TopicLayout:
+    """The real partition counts, asked of the broker."""
+    names = (settings.topic(CLICKS), settings.topic(PURCHASES), settings.topic(ACCOUNT_RFM))
+    counts = [len(await producer.partitions_for(name)) for name in names]
+    return TopicLayout(names[0], counts[0], names[1], counts[1], names[2], counts[2])
+
+
+def _sender(producer: Any, options: LiveOptions) -> _MessageSender | _BatchSender:
+    if options.producer == "batch":
+        return _BatchSender(producer, options.linger_ms)
+    return _MessageSender(producer)
 
 
 def _plan_start(params: SimParams, population: Population, pregenerate_s: float = 0.0) -> int:
@@ -654,7 +967,7 @@ async def _send_all(
     task = progress.add_task("live", total=total, rate=0.0, lag=0.0, acked=0, errors=0)
     with progress:
         # wait for the warm-up to be generated, then for the schedule's start
-        block = None
+        block: Any = None
         while block is None:
             block = await _next_block(encoder)
         while (wait := start_ns - now_ns()) > 0:
@@ -707,6 +1020,7 @@ async def _send_all(
         report.send_elapsed_s = (now_ns() - start_ns) / 1e9
         # how far the simulated event time of the last click is from its send slot
         report.event_time_drift_ms = (int(block.event_ms[pos - 1]) * 1_000_000 - intended_ns(total - 1)) / 1e6
+        report.event_end_ms = int(block.event_ms[pos - 1])
         family_counts += np.bincount(block.families[:pos], minlength=len(FAMILIES))
         await sender.close()
         report.sender_cpu_s = time.process_time() - cpu0
@@ -717,8 +1031,139 @@ async def _send_all(
     report.clicks_by_family = dict(zip(FAMILIES, family_counts.tolist(), strict=True))
 
 
-async def _next_block(encoder: _Encoder) -> Block | None:
-    """The next encoded chunk; None (after a short sleep) while the encoder is behind."""
+async def _send_by_event_time(
+    sender: _MessageSender | _BatchSender,
+    encoder: _Encoder,
+    topics: TopicLayout,
+    event_start_ms: int,
+    speed: float,
+    expected: int,
+    options: LiveOptions,
+    report: LiveReport,
+    console: Console,
+) -> None:
+    """Continue mode: every message (click, purchase, RFM update) is due at the wall slot of its event
+    time, ``start + (t - event_start_ms) / speed``; the encoder's end (:data:`_END`) ends the run."""
+    ns_per_event_ms = 1e6 / speed
+    wall0, mono0 = time.time_ns(), time.perf_counter_ns()
+
+    def now_ns() -> int:
+        return wall0 + (time.perf_counter_ns() - mono0)
+
+    lags = _LagHistogram()
+    family_counts = np.zeros(len(FAMILIES), dtype=np.int64)
+    last_ack_ns = 0
+
+    def on_done(fut: asyncio.Future[Any], n: int, topic: str) -> None:
+        nonlocal last_ack_ns
+        if fut.cancelled() or fut.exception() is not None:
+            report.errors += n
+            if not report.first_error:
+                report.first_error = "cancelled" if fut.cancelled() else repr(fut.exception())
+        elif topic == topics.clicks:
+            report.acked += n
+            last_ack_ns = now_ns()
+
+    sender.on_done = on_done
+    progress = Progress(
+        TextColumn("[bold]live"),
+        BarColumn(),
+        TextColumn(
+            "sent {task.completed:,.0f}/~{task.total:,.0f}  rate {task.fields[rate]:,.0f}/s  "
+            "lag {task.fields[lag]:,.1f} ms  acked {task.fields[acked]:,}  errors {task.fields[errors]}  "
+            "event time {task.fields[event]}"
+        ),
+        console=console,
+        disable=not options.progress,
+    )
+    task = progress.add_task("live", total=expected, rate=0.0, lag=0.0, acked=0, errors=0, event="")
+    sent_clicks = 0
+    last_sent_ns = last_lag_ns = 0
+    with progress:
+        # wait for the warm-up to be generated; the schedule starts right after
+        block: Any = None
+        while block is None:
+            block = await _next_block(encoder)
+        start_ns = report.start_ns = now_ns() + 100_000_000
+        window_sent, window_start = 0, start_ns
+        last_tick = start_ns
+        cpu0 = time.process_time()
+        pending_lags: list[int] = []
+        while not isinstance(block, str):
+            # offsets in int64 before adding the epoch (a float64 epoch in ns is only good to 256 ns)
+            click_due = start_ns + np.rint((block.event_ms - event_start_ms) * ns_per_event_ms).astype(
+                np.int64
+            )
+            side_due = start_ns + np.rint((block.side_ms - event_start_ms) * ns_per_event_ms).astype(np.int64)
+            c_due, s_due = click_due.tolist(), side_due.tolist()
+            pos = spos = 0
+            n_clicks, n_side = len(c_due), len(s_due)
+            while pos < n_clicks or spos < n_side:
+                # side messages first on a tie (an RFM score may be stamped at its account's first click)
+                side_next = spos < n_side and (pos >= n_clicks or s_due[spos] <= c_due[pos])
+                intended = s_due[spos] if side_next else c_due[pos]
+                now = now_ns()
+                if intended > now:
+                    await sender.tick(now)
+                    last_tick = now
+                    if now - window_start >= 250_000_000:
+                        lags.add(pending_lags)
+                        progress.update(
+                            task,
+                            completed=sent_clicks,
+                            rate=(sent_clicks - window_sent) / max((now - window_start) / 1e9, 1e-9),
+                            lag=pending_lags[-1] / 1e6 if pending_lags else 0.0,
+                            acked=report.acked,
+                            errors=report.errors,
+                            event=format_time(event_start_ms + int((now - start_ns) / ns_per_event_ms)),
+                        )
+                        pending_lags = []
+                        window_sent, window_start = sent_clicks, now
+                    await asyncio.sleep(max(0.001, (intended - now) / 1e9))
+                    continue
+                if side_next:
+                    t, part, k, v = block.side[spos]
+                    await sender.append(t, part, k, v, [(SENT_HEADER, str(now).encode())], now)
+                    if t == topics.purchases:
+                        report.purchases += 1
+                    else:
+                        report.rfm_updates += 1
+                    spos += 1
+                else:
+                    headers = [(INTENDED_HEADER, str(intended).encode()), (SENT_HEADER, str(now).encode())]
+                    await sender.append(
+                        topics.clicks, block.partitions[pos], block.keys[pos], block.values[pos], headers, now
+                    )
+                    pending_lags.append(now - intended)
+                    report.event_end_ms = int(block.event_ms[pos])
+                    last_sent_ns, last_lag_ns = now, now - intended
+                    pos += 1
+                    sent_clicks += 1
+                if now - last_tick >= 1_000_000:  # behind schedule: still hand over lingering batches
+                    await sender.tick(now)
+                    last_tick = now
+            family_counts += block.family_counts
+            block = None
+            while block is None:
+                block = await _next_block(encoder)
+        lags.add(pending_lags)
+        report.sent = sent_clicks
+        report.send_elapsed_s = (now_ns() - start_ns) / 1e9
+        # how far the last click's event time was behind the event clock when it was sent
+        report.event_time_drift_ms = -last_lag_ns / ns_per_event_ms if last_sent_ns else 0.0
+        await sender.close()
+        report.sender_cpu_s = time.process_time() - cpu0
+        progress.update(
+            task, total=sent_clicks, completed=sent_clicks, acked=report.acked, errors=report.errors
+        )
+    report.elapsed_s = (max(last_ack_ns, start_ns) - start_ns) / 1e9
+    report.max_lag_ms = lags.max_ns / 1e6
+    report.p99_lag_ms = min(lags.quantile_ms(0.99), report.max_lag_ms)
+    report.clicks_by_family = dict(zip(FAMILIES, family_counts.tolist(), strict=True))
+
+
+async def _next_block(encoder: _Encoder) -> Block | str | None:
+    """The next encoded chunk (or :data:`_END`); None (after a short sleep) while the encoder is behind."""
     try:
         item = encoder.blocks.get_nowait()
     except queue.Empty:
