@@ -39,10 +39,21 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
-# The short form of the live-path benchmark (CI runs it so the script keeps working; the figures in
-# the README come from the full form written beside them).
+# Every script in benchmarks/ in a short form, one after another (about 5 minutes on 2 cores): CI runs
+# it so each keeps working, and tests/unit/test_benchmarks_short.py fails when a script is left out.
+# The figures in docs/performance.md come from the full forms written beside them.
 bench-short: install
+	$(BIN)/python benchmarks/bench_features.py --clicks 20000 --gateway-hours 6
+	$(BIN)/python benchmarks/bench_scorer.py --seconds 0.2 --providers cpu
+	$(BIN)/python benchmarks/bench_train.py --short
+	$(BIN)/python benchmarks/bench_calibration.py --short --caps none,0.05
+	$(BIN)/python benchmarks/bench_producer.py --messages 3000 --repeat 1
+	$(BIN)/python benchmarks/bench_tables.py --clicks 3000 --hop-clicks 500
+	$(BIN)/python benchmarks/faust_throughput.py --messages 3000 \
+		--variant 'raw:depth=4;baseline;take_producer;manual;take_noack:cython,nomonitor,poll=2000,buf=16384,fetch=4194304,fastdrain'
 	$(BIN)/python benchmarks/bench_live.py --backlog 5000 --latency-seconds 5 --scale-out 2
+	$(BIN)/python benchmarks/bench_replay.py --backlog 5000 --latency-rate 100 --latency-seconds 5
+	$(BIN)/python benchmarks/drain_timeline.py --runs 1 --backlog 3000
 
 schemas: install
 	$(BIN)/ivt schemas

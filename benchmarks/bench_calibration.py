@@ -10,27 +10,39 @@ For each FPR budget and coverage floor: calibrate on the first held-out day (``-
   caught and of true human clicks invalidated, and the bots a single global threshold catches when
   it invalidates the same share of true humans as the per-slice rule.
 
-Prints Markdown tables; the README quotes them.
+Prints Markdown tables; docs/performance.md quotes them (and says how its model and data were made).
 
     python benchmarks/bench_calibration.py --model mlp-0001 --dataset var/dataset \\
         --cal-day 2026-11-08 --eval-day 2026-11-09 --budgets 0.005,0.01,0.02,0.05 --coverages 0,0.3
+
+With ``--short`` it simulates and builds a small dataset in a temp folder (4 days of 2,000 users,
+``bench_train.small_dataset``), trains and registers a model on it there, and calibrates on its two
+test days: the same steps, in seconds (``make bench-short`` runs it so the script keeps
+working; a slice with too few purchasing clicks in so little data is reported as such).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from app.cli.calibrate import load_calibration_set, parse_days
-from app.contracts.settings import Settings
-from models.calibration import CalibrationSet, calibrate
-from models.metrics import ALL, per_slice
-from models.registry import Registry
-from models.scorer import Scorer
-from models.train import load_split
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.cli.calibrate import load_calibration_set, parse_days  # noqa: E402
+from app.contracts.settings import Settings  # noqa: E402
+from models.calibration import CalibrationSet, calibrate  # noqa: E402
+from models.metrics import ALL, per_slice  # noqa: E402
+from models.registry import Registry  # noqa: E402
+from models.scorer import Scorer  # noqa: E402
+from models.train import load_split  # noqa: E402
 
 
 def rates(
@@ -71,21 +83,59 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def short_setup(work: Path, args: argparse.Namespace) -> None:
+    """A small dataset and a model trained on it, in ``work``: fills ``args``' model, dataset,
+    registry and the two days (the model's test days, which it was not trained on)."""
+    from benchmarks.bench_train import small_dataset
+    from models.dataset import read_info
+    from models.train import TrainConfig, train_and_register
+
+    dataset = small_dataset(work)
+    registry = Registry(work / "models")
+    t0 = time.perf_counter()
+    manifest, _ = train_and_register(dataset, registry, TrainConfig(test_days=2), version="mlp-short")
+    last = int(read_info(dataset).doc["last_day"])
+    day = [datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d") for d in (last - 1, last)]
+    print(f"model {manifest.version} trained in {time.perf_counter() - t0:.0f} s on {dataset}")
+    args.model, args.dataset, args.registry = manifest.version, dataset, registry.root
+    args.cal_day, args.eval_day = day
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--model", help="a registered model version (required unless --short)")
+    ap.add_argument("--dataset", type=Path, help="a dataset built by `ivt dataset` (required unless --short)")
     ap.add_argument("--registry", type=Path, default=None, help="default: $IVT_MODEL_DIR")
-    ap.add_argument("--cal-day", required=True, help="YYYY-MM-DD or START:END")
-    ap.add_argument("--eval-day", required=True, help="YYYY-MM-DD or START:END")
+    ap.add_argument("--cal-day", help="YYYY-MM-DD or START:END (required unless --short)")
+    ap.add_argument("--eval-day", help="YYYY-MM-DD or START:END (required unless --short)")
     ap.add_argument("--budgets", default="0.005,0.01,0.02,0.05")
     ap.add_argument("--coverages", default="0,0.3")
     ap.add_argument("--caps", default="none", help="per-slice FPR caps to try, e.g. none,0.05")
     ap.add_argument("--slicing", default="device_login")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--refits", type=int, default=20, help="local refit rounds (0: the whole-range fit only)")
+    ap.add_argument(
+        "--short",
+        action="store_true",
+        help="simulate a small dataset, train a model on it and calibrate on its test days (temp folder)",
+    )
     args = ap.parse_args()
+    if args.short:
+        work = Path(tempfile.mkdtemp(prefix="ivt-bench-calibration-"))
+        try:
+            short_setup(work, args)
+            run(args)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    names = ("model", "dataset", "cal_day", "eval_day")
+    missing = ["--" + name.replace("_", "-") for name in names if getattr(args, name) is None]
+    if missing:
+        ap.error(f"the following arguments are required without --short: {', '.join(missing)}")
+    run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     registry = Registry(args.registry or Settings.from_env().registry_dir)
     scorer = Scorer.from_registry(registry, args.model, providers="cpu")
     cal, about_c = load_calibration_set(args.dataset, parse_days(args.cal_day), scorer, args.k)

@@ -1,13 +1,13 @@
-"""What one click costs the feature engine, as the live agents will pay it (a script, not a test).
+"""What one click costs the feature engine, as the live stages pay it (a script, not a test).
 
 Per click: ``ip_stage`` on the IP's stored bytes + encoding the new IP state, then ``entity_stage`` on
-the user's and session's stored bytes + encoding both: exactly a Faust agent's work between reading
-its tables and writing them back, without Kafka. State is held in dicts of bytes, as the tables hold
+the user's and session's stored bytes + encoding both: exactly a stage's work between reading its
+tables and writing them back, without Kafka. State is held in dicts of bytes, as the tables hold
 it. Also: the size of each key's value (what every changelog record carries) for a normal and a
 gateway IP, and the DataSketches HLL costs behind the lg_k choice in app/features/distinct.py.
 
     .venv/bin/python benchmarks/bench_features.py            # ~10 s
-    .venv/bin/python benchmarks/bench_features.py --clicks 20000 --gateway-hours 6   # quicker
+    .venv/bin/python benchmarks/bench_features.py --clicks 20000 --gateway-hours 6   # make bench-short
 
 Run it on an otherwise idle machine; figures on a shared one are upper bounds.
 """
@@ -186,7 +186,7 @@ def bench_gateway(hours: int, users_per_hour: int, measure: int) -> tuple[list[s
         row("gateway IP: both stages + state bytes", us[1:]),
         row("  first click of an hour (24-bucket rebuild)", roll),
     ]
-    return rows, {"IP (gateway, 25 h of HLL buckets)": len(store[ip])}
+    return rows, {f"IP (gateway, {hours} h of HLL buckets)": len(store[ip])}
 
 
 def bench_hll() -> list[str]:

@@ -16,7 +16,7 @@ Phases, all in one run on one local broker:
    each verdict = time it is read - the click's intended send time (``ivt-intended-ns`` header, so a
    slow producer cannot hide queueing), in an HDR histogram; and the verdicts that were out while
    the load ran, per second, against the offered rate: whether the worker kept up with live arrival
-   (a drain rate does not say; at ``--latency-rate 10000`` one worker does not, README "Measured").
+   (a drain rate does not say; figures in docs/performance.md).
    With ``--live-rate R`` a fresh worker then takes open-loop load at ``R`` for ``--live-seconds``,
    generated before the first send and with nothing reading the verdicts until it is over (both
    would take CPU from the worker on this 2-core machine): the verdicts out per second while it ran
@@ -27,7 +27,7 @@ Phases, all in one run on one local broker:
 
 Usage: ``python benchmarks/bench_live.py [--backlog 100000] [--latency-seconds 30] [--latency-rate R]
 [--repartition] [--split-stages] [--live-rate 10000 --live-seconds 30]``
-(CI runs a short form, ``make bench-short``: ``--backlog 5000 --latency-seconds 5 --scale-out 2``).
+(``make bench-short`` runs a short form: ``--backlog 5000 --latency-seconds 5 --scale-out 2``).
 """
 
 from __future__ import annotations
@@ -133,8 +133,7 @@ def drain_rate(settings: Settings, n: int) -> tuple[int, float]:
 
     Timed from the first stage's first output, not the first verdict: the first stages start on the
     backlog before the score stage has its model, and a window that opened at the first verdict would
-    leave that head start out (a drain rate twice what the worker sustains under live load was
-    measured that way).
+    leave that head start out (and could show up to twice what the worker sustains under live load).
     """
     got, first, last = asyncio.run(
         _count_until(settings, settings.topic(topics.VERDICTS), n, timeout=max(120, n / 500))
@@ -246,9 +245,9 @@ class VerdictLatency:
     """Reads ``verdicts`` from its end while load runs; records read time - intended send time
     (``ivt-intended-ns`` header) of each verdict, in us, in an HDR histogram.
 
-    The reader is a process of its own. It first shared the load generator's event loop, whose
-    synchronous stretches held verdicts that had been on the broker for seconds unread (a 5 s
-    "tail" that was the harness), and a thread still shares the generator's GIL.
+    The reader is a process of its own: on the load generator's event loop, the generator's
+    synchronous stretches would leave verdicts that are already on the broker unread for seconds (a
+    tail of the harness, not of the worker), and a thread would share the generator's GIL.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -356,7 +355,9 @@ def by_second(samples: list[tuple[int, int]], start_ns: int) -> dict[int, tuple[
     return rows
 
 
-def _worker(settings: Settings, tag: str, logs: Path, split_stages: bool) -> WorkerProcess:
+def _worker(settings: Settings, tag: str, logs: Path, split_stages: bool = False) -> WorkerProcess:
+    """A started ``ivt worker`` (with ``split_stages`` a process per stage); its log is
+    ``logs/worker-{tag}.log``."""
     worker = WorkerProcess(settings, logs / f"worker-{tag}.log", split_stages=split_stages)
     worker.wait_ready(timeout=180)
     return worker

@@ -1,12 +1,15 @@
-"""CPU cost per message of two ways to hand records to aiokafka (a script, not a test).
+"""CPU cost per message of aiokafka's two public ways to hand it records (a script, not a test).
 
-The live stages send every output with ``producer.send`` (one future per message). aiokafka also
-offers ``create_batch`` + ``send_batch``: the caller fills one record batch per topic-partition and
-gets one future per batch. This measures both for verdict-sized records (900 B, one header, keyed,
-32 records per stage batch as ``IVT_BATCH_MAX_EVENTS``), in CPU time of the sending thread, up to
-the records being queued and up to their delivery (acks=all), on a local broker started here.
+``producer.send`` returns one future per message; ``create_batch`` + ``send_batch`` let the caller
+fill one record batch per topic-partition and get one future per batch. This measures both for
+verdict-sized records (900 B, one header, keyed, 32 records per stage batch as
+``IVT_BATCH_MAX_EVENTS``), in CPU time of the sending thread, up to the records being queued and up
+to their delivery (acks=all), on a local broker started here. The worker uses neither per record: it
+appends to the open batch of each partition (app/runtime/producer.py), which bench_live.py's raw
+pass-through rows measure.
 
 Usage: ``python benchmarks/bench_producer.py [--messages 30000] [--repeat 2]``
+(``make bench-short`` runs ``--messages 3000 --repeat 1``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ async def per_batch(producer: AIOKafkaProducer, topic: str, n: int) -> tuple[flo
 
 
 async def run(settings: Settings, n: int, repeat: int) -> None:
-    # The worker's producer settings (app/faust_app.py): 5 ms linger, 512 KB batches, acks=all.
+    # The worker's producer settings (app/runtime/app.py): 5 ms linger, 512 KB batches, acks=all.
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=512 * 1024, acks="all"
     )

@@ -17,6 +17,7 @@ ratio; the latency phase at its default ``IVT_REPLAY_NICE``. The latency load co
 click bytes sent open loop (the full simulator is too heavy to share two cores with the worker).
 
 Usage: ``python benchmarks/bench_replay.py [--backlog 60000] [--latency-rate 300] [--latency-seconds 20]``
+(``make bench-short`` runs ``--backlog 5000 --latency-rate 100 --latency-seconds 5``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ slice per row (p50). The provider actually running is printed first.
 
     .venv/bin/python benchmarks/bench_scorer.py                     # ~15 s
     .venv/bin/python benchmarks/bench_scorer.py --seconds 0.5 --threads 2 --providers cpu
+    .venv/bin/python benchmarks/bench_scorer.py --seconds 0.2 --providers cpu   # make bench-short
 
 Run it on an otherwise idle machine; figures on a shared one are upper bounds (see the load average
 printed in the header).

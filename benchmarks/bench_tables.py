@@ -15,7 +15,8 @@ Variants:
 * ``hopping``: four ``.hopping(size, step)`` tables with the steps of our bucket layout where it is
   cheap (1 min/10 s, 10 min/1 min, 1 h/5 min, 24 h/1 h): 6 + 10 + 12 + 24 = 52 writes per click.
 
-Run: ``.venv/bin/python benchmarks/bench_tables.py --clicks 50000``
+Run: ``.venv/bin/python benchmarks/bench_tables.py --clicks 50000`` (``make bench-short`` runs
+``--clicks 3000 --hop-clicks 500``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ config otherwise) in a **child process** and prints its wall time and its peak r
 (the child's ``ru_maxrss``, so synthesis does not count), the epochs run and the ONNX parity.
 
     python benchmarks/bench_train.py --source var/dataset --train-rows 10000000 [--work /tmp/bench-train]
+
+With ``--short`` the source is a small dataset simulated and built here first (:func:`small_dataset`,
+4 days of 2,000 users) and the training rows default to 100,000: the same steps, in seconds
+(``make bench-short`` runs it so the script keeps working).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import resource
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +49,24 @@ from models.train import TrainConfig  # noqa: E402
 _EXACT = {"hour_sin", "hour_cos", "dow_sin", "dow_cos", "logged_in", "has_user_id"} | {
     n for n in FEATURE_NAMES if n.startswith("device_")
 }
+
+
+def small_dataset(out: Path, users: int = 2_000, days: int = 4, seed: int = 7) -> Path:
+    """A dataset of ``days`` simulated days of ``users`` users in ``out/dataset`` (``ivt simulate
+    history`` and ``ivt dataset``, scaled down): training, validation and two test days."""
+    from app.simulator.history import write_history
+    from app.simulator.params import SimParams
+    from models.dataset import build_from_history
+
+    t0 = time.perf_counter()
+    write_history(out / "history", SimParams(seed=seed, users=users), days=days)
+    info = build_from_history(out / "history", out / "dataset", warmup_hours=2)
+    print(
+        f"small dataset: {days} simulated days of {users:,} users, {info.rows:,} rows in "
+        f"{time.perf_counter() - t0:.0f} s -> {out / 'dataset'}",
+        flush=True,
+    )
+    return out / "dataset"
 
 
 def synthesise(source: Path, out: Path, train_rows: int, held_days: int, seed: int = 0) -> dict:
@@ -125,11 +149,33 @@ def main() -> None:
     ap.add_argument(
         "--source", type=Path, default=Path("var/dataset"), help="a dataset built by `ivt dataset`"
     )
-    ap.add_argument("--train-rows", type=int, default=10_000_000, help="training rows (after the split)")
+    ap.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="training rows (after the split; default 10,000,000, with --short 100,000)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-train"))
     ap.add_argument("--keep", action="store_true", help="keep the synthetic dataset afterwards")
+    ap.add_argument(
+        "--short",
+        action="store_true",
+        help="simulate and build a small source dataset here instead of reading --source",
+    )
     args = ap.parse_args()
+    if args.train_rows is None:
+        args.train_rows = 100_000 if args.short else 10_000_000
+    small = Path(tempfile.mkdtemp(prefix="ivt-bench-train-src-")) if args.short else None
+    try:
+        if small is not None:
+            args.source = small_dataset(small)
+        run(args)
+    finally:
+        if small is not None:
+            shutil.rmtree(small, ignore_errors=True)
 
+
+def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     cfg = TrainConfig()
     doc = synthesise(args.source, args.work, args.train_rows, cfg.valid_days + cfg.test_days)
@@ -140,7 +186,13 @@ def main() -> None:
     q: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
     p = mp.get_context("spawn").Process(target=_child, args=(str(args.work), args.train_rows, q))
     p.start()
-    result = q.get()
+    while True:
+        try:
+            result = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise SystemExit(f"the training process exited with {p.exitcode}") from None
     p.join()
     print(
         f"training on {result['rows']['train']:,} rows (validation {result['rows']['valid']:,}, test "

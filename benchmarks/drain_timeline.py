@@ -5,18 +5,18 @@ backlog of simulated clicks with one ``ivt worker`` several times on one local b
 interval (default 250 ms) from the IP stage's first output: the bundles the IP stage wrote, the
 verdicts, and the CPU of the worker and of the broker (user + kernel, and the kernel part alone) in %
 of one core, read from ``/proc``. A gap (no output, both processes idle) is a wait; a process at 100 %
-is the limit; kernel time that grows from run to run is the machine (ARCHITECTURE.md, "Then the
-stalls outside the worker", found with this).
+is the limit; kernel time that grows from run to run is the machine (the local broker's JVM
+settings in ARCHITECTURE.md, "Performance decisions").
 
 With ``--live-rate R`` it runs the same view under live arrival instead: one worker is started
 first, the simulator publishes R clicks/s for ``--live-seconds``, and each row (default 1 s) also
 shows the clicks published, the clicks per IP-stage bundle and the load generator's CPU (the
 script's own process), with the worker's CPU per verdict at the end. It tells whether a worker that
-falls behind is short of CPU or waiting, and which stage is behind (ARCHITECTURE.md, "Live arrival").
+falls behind is short of CPU or waiting, and which stage is behind (figures in docs/performance.md).
 
 Usage: ``python benchmarks/drain_timeline.py [--runs 4] [--backlog 30000] [--interval 0.25]``
 or ``python benchmarks/drain_timeline.py --live-rate 10000 [--live-seconds 20] [--interval 1]``
-(Linux only: it reads ``/proc``).
+(Linux only: it reads ``/proc``). ``make bench-short`` runs ``--runs 1 --backlog 3000``.
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ finished) and that the output holds exactly ``--messages`` records (no duplicate
     .venv/bin/python benchmarks/faust_throughput.py --variant baseline --profile   # py-spy, see below
     .venv/bin/python benchmarks/faust_throughput.py --list
 
+``make bench-short`` runs one variant of each pattern family on 3,000 messages (see the Makefile).
+
 A variant is ``pattern[:option,option=value,...]``; several are separated by ``;``. Patterns:
 
 * ``raw``            aiokafka consumer -> parse -> aiokafka producer, gather the delivery futures of
                      each ``getmany`` batch, then commit (the ceiling, same work, same semantics);
 * ``baseline``       ``async for event in stream.events()`` + ``await topic.send(...)`` per event
-                     (exactly agents/validate.py);
+                     (Faust's documented agent pattern);
 * ``take_topic``     ``stream.take_events(batch, within)`` + ``await topic.send(...)`` per event +
                      gather of the delivery futures per batch;
 * ``take_producer``  same, but ``await app.producer.send(...)`` (skips Topic.send's codec layer);
@@ -47,7 +49,7 @@ hop by itself), ``memopart`` (cache the producer's pure-Python murmur2 partition
 policy; uvloop is not a project dependency, make it importable e.g. with PYTHONPATH),
 ``fastdrain`` (app.runtime.drain.FastDrainConsumer, which the worker uses: run each message's
 delivery callback inline until it would block, instead of ``wait_first`` with four tasks per
-message; see FAUST_THROUGHPUT.md).
+message; ARCHITECTURE.md, "Performance decisions").
 
 ``--profile`` runs py-spy (``--pyspy``, default /tmp/pyspy/bin/py-spy) on the worker for
 ``--profile-seconds`` from its first output and prints the top frames by self and inclusive time
@@ -105,7 +107,7 @@ VALUE_SETTINGS: dict[str, tuple[str, type]] = {
 OTHER_FLAGS = ("nomonitor", "debug", "fastdrain", "memopart", "passthrough", "uvloop")
 OTHER_VALUES: dict[str, type] = {"batch": int, "within": float, "inflight": int, "depth": int}
 
-#: Settings tuned for throughput (the recommendation; see FAUST_THROUGHPUT.md).
+#: Settings tuned for throughput (the recommendation; figures in docs/performance.md).
 TUNED = "cython,nomonitor,poll=2000,buf=16384,fetch=4194304"
 
 #: What ``--variant all`` runs, in order.
@@ -165,7 +167,7 @@ def parse_spec(text: str) -> Spec:
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage's per-event work (agents/validate.py's, from app.contracts.validation)
+# The validation stage's per-event work (app.contracts.validation, as agents/validate.py uses it)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -195,7 +197,8 @@ def stage_output(
 # Worker side (runs in the subprocess)
 # --------------------------------------------------------------------------------------------------
 
-#: Mirrors app/faust_app.py; variant options override these.
+#: The worker's Faust settings (app/runtime/app.py) without its poll, fetch and buffer tuning;
+#: variant options override these.
 BASE_SETTINGS: dict[str, Any] = {
     "autodiscover": False,
     "topic_allow_declare": False,
