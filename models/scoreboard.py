@@ -128,4 +128,3 @@ def format_table(summary: dict[str, Any]) -> list[str]:
             )
         )
     return lines
-

@@ -1,79 +1,98 @@
-"""``ivt demo``: the whole system on this machine with no other step.
+"""``ivt demo``: the whole system on this machine with no other step, in one simulated world.
 
-Starts (or reuses) the local broker, creates the topics, makes sure a **trained** model is active
-(when the registry has none besides the reference model: simulates a small history, builds the
-dataset, trains, exports, registers and activates an MLP, see :func:`ensure_trained_model`), starts
-one worker process, publishes live simulated traffic with a few malformed events mixed in, and
-prints a running summary: rates from the topics' offsets, and IVR and FPR per slice from the
-verdicts joined with the purchases the simulator publishes (:class:`LiveRates`). Everything it
-started is stopped at the end, or on Ctrl-C.
+1. Starts (or reuses) the local broker and gives the demo a fresh deployment of its own: topics
+   under the prefix ``demo-`` (``IVT_TOPIC_PREFIX`` is prepended), consumer group ``<app id>-demo``,
+   worker state under ``$IVT_DATA_DIR/demo/``; what an earlier demo left there is deleted first.
+2. Simulates a history (``history_days`` days of ``history_users`` users; kept, so a second run
+   reuses it) and publishes it through the live path at drain speed: the worker's counters are
+   then warm, exactly as those of a worker that has been running for days.
+3. When no trained model is active, trains one from what serving saw: the feature vectors the worker
+   logged on the history's verdicts (:func:`models.dataset_kafka.build_from_kafka`), with the weak
+   labels from the purchases and RFM updates on the topics, and restarts the worker with it.
+4. Publishes live traffic that continues the same world (same population, seed and clock: live
+   event time starts where the history ends), event time running faster than wall time where the
+   population cannot make the requested rate in real time, with a few malformed events mixed in.
+5. Prints a running summary and, at the end, the ground-truth scoreboard of the live verdicts
+   (:mod:`models.scoreboard`) beside the same figures offline (``ivt evaluate``) for the same
+   model; ``--summary-json`` writes it.
+
+Everything it started is stopped at the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.cli.worker import WorkerProcess
 from app.contracts import topics
 from app.contracts.settings import Settings
 from app.kafka import clients
-from app.kafka.admin import consumer_group_lag_async, ensure_topics, list_topics_async
+from app.kafka.admin import consumer_group_lag_async, delete_topics_async, ensure_topics, list_topics_async
 from app.kafka.local import LocalBroker
-from app.runtime.stats import read_snapshots, stats_dir
 from app.simulator.live import LiveOptions, publish_live
 from app.simulator.malformed import malformed_event
+from models.scoreboard import Scoreboard, format_table
 
-__all__ = ["DemoOptions", "LiveRates", "ensure_trained_model", "run_demo"]
+__all__ = ["DemoOptions", "demo_world", "run_demo", "worker_lag"]
 
 _WATCHED = (topics.CLICKS, topics.CLICKS_DLQ, topics.VERDICTS)
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    #: Well below what one worker sustains on a 2-core machine (docs/performance.md).
+    #: Live clicks a second (wall time), open loop; well below what one worker sustains on 2 cores.
     rate: float = 400.0
     duration_s: float = 60.0
     #: Share of extra malformed events sent beside the simulated clicks.
     malformed_fraction: float = 0.005
     report_every_s: float = 5.0
     seed: int = 42
-    #: History simulated to train the first model when none is registered (days, human users).
-    #: Small in users (about 0.65 M clicks) but 10 days long: after a day of counter warm-up the
-    #: 7 training days cover every weekday, then one validation and one test day. A model that never
-    #: saw a weekday extrapolates its day-of-week features there: one trained on Tuesday-Thursday
-    #: invalidated 98.2 % of logged-in clicks live on a Monday night (see docs/training.md).
+    #: The world's history (days, human users). 10 days: after a day of counter warm-up the
+    #: training days cover every weekday, then one validation and one test day.
     history_days: int = 10
     history_users: int = 5000
-    #: Print the per-slice table every this many summary lines.
+    #: Print the scoreboard every this many summary lines.
     slice_table_every: int = 6
+    #: Where to write the final summary as JSON (None: not written).
+    summary_json: Path | None = None
+
+
+def demo_world(settings: Settings) -> Settings:
+    """The demo's own deployment on the same broker: its topics, consumer group and state folder.
+
+    The model registry stays the shared one, so ``ivt models list`` shows what the demo trained.
+    """
+    return replace(
+        settings,
+        topic_prefix=f"{settings.topic_prefix}demo-",
+        app_id=f"{settings.app_id}-demo",
+        data_dir=settings.data_dir / "demo",
+        model_dir=settings.registry_dir,
+        # The simulator keys clicks by IP, so the worker validates inside its IP stage (one hop less).
+        clicks_keyed_by_ip=True,
+    )
 
 
 def _is_reference(manifest: Any) -> bool:
     return str(manifest.metrics.get("kind", "")).startswith("reference")
 
 
-def ensure_trained_model(settings: Settings, options: DemoOptions, console: Console) -> str:
-    """The version the worker will serve; trains and activates one if no trained model is active.
-
-    ``IVT_MODEL_VERSION`` pins a version: it is used as it is. Otherwise the newest active version
-    is used unless it is the reference model (or there is none): then a history of
-    ``options.history_days`` days is simulated under ``$IVT_DATA_DIR/demo/`` (kept, so a second run
-    reuses it), a dataset built, an MLP trained and activated (the reference model is retired).
-    """
-    from app.simulator.history import write_history
-    from app.simulator.params import SimParams
-    from models.dataset import INFO_FILE, build_from_history
+def _trained_model(settings: Settings, console: Console) -> str | None:
+    """The version to serve when one is pinned or a trained model is active; None: train one."""
     from models.registry import Registry
-    from models.train import TrainConfig, train_and_register
 
     registry = Registry(settings.registry_dir)
     if settings.model_version:
@@ -84,127 +103,161 @@ def ensure_trained_model(settings: Settings, options: DemoOptions, console: Cons
     if active is not None and not _is_reference(active):
         console.print(f"model: {active.version} (active, trained {active.created_at[:19]})")
         return active.version
-    root = settings.data_dir / "demo"
-    history, dataset = root / "history", root / "dataset"
+    return None
+
+
+def _history(settings: Settings, options: DemoOptions, console: Console) -> dict[str, Any]:
+    """The world's history (simulated once per seed, size and length, then reused); its manifest."""
+    from app.simulator.history import read_manifest, write_history
+    from app.simulator.params import SimParams
+
+    folder = history_folder(settings, options)
+    if (folder / "manifest.json").is_file():
+        manifest = read_manifest(folder)
+        console.print(
+            f"history: {manifest['counts']['clicks']:,} clicks over {options.history_days} days in {folder}"
+        )
+        return manifest
+    chunks = options.history_days * 24
+    with _progress(console) as progress:
+        task = progress.add_task(
+            f"simulating {options.history_days} days of {options.history_users:,} users", total=chunks
+        )
+        manifest = write_history(
+            folder,
+            SimParams(seed=options.seed, users=options.history_users),
+            options.history_days,
+            on_chunk=lambda done, _n: progress.update(task, completed=done),
+        )
+    console.print(f"history: {manifest['counts']['clicks']:,} clicks simulated into {folder}")
+    return manifest
+
+
+def history_folder(settings: Settings, options: DemoOptions) -> Path:
+    return (
+        settings.data_dir
+        / "history"
+        / f"seed-{options.seed}-users-{options.history_users}-days-{options.history_days}"
+    )
+
+
+@contextlib.contextmanager
+def _progress(console: Console) -> Iterator[Progress]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} / {task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        yield progress
+
+
+def _reset_world(world: Settings, console: Console) -> None:
+    """Delete what an earlier demo left in its deployment: topics, changelogs, worker state."""
+    deleted = asyncio.run(delete_topics_async(world, [world.topic_prefix, f"{world.app_id}-"]))
+    for folder in ("worker", "stats"):
+        shutil.rmtree(world.data_dir / folder, ignore_errors=True)
+    report = ensure_topics(world)
+    console.print(
+        f"demo deployment: {len(deleted)} old topics deleted, {len(report.created)} created "
+        f"(prefix {world.topic_prefix!r}, group {world.app_id!r}, state in {world.data_dir})"
+    )
+
+
+def _publish_history(world: Settings, manifest: dict[str, Any], folder: Path, console: Console) -> None:
+    """The whole history through the live path, then wait until the worker has judged all of it."""
+    from app.simulator.publish_history import publish_history
+
+    total = int(manifest["counts"]["clicks"])
     began = time.monotonic()
-    with console.status("no trained model is active: training one") as status:
-        if not (history / "manifest.json").is_file():
-            status.update(
-                f"simulating {options.history_days} days of history ({options.history_users:,} users)"
-            )
-            params = SimParams(seed=options.seed, users=options.history_users)
-            write_history(history, params, options.history_days)
-        if not (dataset / INFO_FILE).is_file():
+    with _progress(console) as progress:
+        task = progress.add_task("publishing the history", total=total)
+        report = asyncio.run(
+            publish_history(world, folder, progress=lambda done: progress.update(task, completed=done))
+        )
+    published_s = time.monotonic() - began
+    with _progress(console) as progress:
+        task = progress.add_task("the worker judges the history (warm state)", total=total)
+        lag = asyncio.run(_wait_for_worker(world, lambda left: progress.update(task, completed=total - left)))
+    console.print(
+        f"history published in {published_s:.0f} s ({report.clicks:,} clicks, {report.purchases:,} purchases, "
+        f"{report.rfm_updates:,} RFM updates) and judged by the worker {time.monotonic() - began:.0f} s after "
+        f"the first click ({total / max(time.monotonic() - began, 1e-9):,.0f} clicks/s); backlog {lag:,}"
+    )
 
-            def on_batch(done: int, total: int) -> None:
-                status.update(f"building the dataset: features of {done:,} / {total:,} clicks")
 
-            build_from_history(history, dataset, progress=on_batch)
+async def _wait_for_worker(world: Settings, on_lag: Any, timeout_s: float = 900.0) -> int:
+    """Poll the worker group's lag until it is 0 (or the timeout); the last lag seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = await worker_lag(world)
+        on_lag(lag)
+        if lag == 0 or time.monotonic() > deadline:
+            return lag
+        await asyncio.sleep(0.5)
+
+
+def _train_from_serving(
+    world: Settings, options: DemoOptions, manifest: dict[str, Any], console: Console
+) -> str:
+    """Train the first model on the feature vectors the worker logged for the history's clicks."""
+    from models.dataset_kafka import build_from_kafka
+    from models.registry import Registry
+    from models.train import TrainConfig, train_and_register
+
+    began = time.monotonic()
+    dataset = world.data_dir / "dataset"
+    start_ms, end_ms = int(manifest["start_ms"]), int(manifest["end_ms"])
+    with console.status("building the dataset from the verdicts' feature log") as status:
+        info = build_from_kafka(
+            world,
+            dataset,
+            # the first day only warms the counters up, as in an offline dataset
+            start_ms=start_ms + _DAY_MS,
+            end_ms=end_ms,
+            horizon_ms=end_ms,  # purchases after the history's end are not published yet
+            progress=lambda done, note: status.update(f"building the dataset: {done:,} records of {note}"),
+        )
 
         def on_epoch(epoch: int, loss: float, vloss: float) -> None:
             status.update(f"training the MLP: epoch {epoch}, validation loss {vloss:.4f}")
 
-        manifest, result = train_and_register(
-            dataset, registry, TrainConfig(test_days=1, seed=options.seed), activate=True, on_epoch=on_epoch
+        status.update("training the MLP")
+        trained, result = train_and_register(
+            dataset,
+            Registry(world.registry_dir),
+            TrainConfig(test_days=1, seed=options.seed),
+            activate=True,
+            on_epoch=on_epoch,
         )
     best = result.metrics["at_same_fpr"]
     console.print(
-        f"model: trained {manifest.version} in {time.monotonic() - began:.0f} s on {root} and activated it; "
-        f"held-out day at FPR <= 1 %: IVR {best['mlp']['ivr']:.1%} (logistic {best['logreg']['ivr']:.1%}, "
-        f"velocity {best['velocity']['ivr']:.1%}); `ivt evaluate` writes the full report"
+        f"model: trained {trained.version} in {time.monotonic() - began:.0f} s on {info.rows:,} vectors the "
+        f"worker logged, and activated it; held-out day at purchase FPR <= 1 %: IVR {best['mlp']['ivr']:.1%} "
+        f"(logistic {best['logreg']['ivr']:.1%}, velocity {best['velocity']['ivr']:.1%})"
     )
-    return manifest.version
+    return trained.version
 
 
-@dataclass
-class LiveRates:
-    """IVR and FPR per slice over this run's verdicts, joined with purchases by click id.
+def _offline_scoreboard(world: Settings, version: str, console: Console) -> dict[str, Any] | None:
+    """``ivt evaluate`` of ``version`` on its held-out day, when it was trained on simulated traffic."""
+    from models.dataset import DatasetError
+    from models.evaluate import evaluate
+    from models.exceptions import ModelError
+    from models.registry import Registry
 
-    Bounded by the run: one entry per verdict seen (click id -> slice, decision), and purchases whose
-    verdict has not arrived yet. A purchase counts its click once, whenever both are known.
-    """
-
-    decided: dict[str, tuple[str, bool]] = field(default_factory=dict)
-    waiting: set[str] = field(default_factory=set)
-    purchased: set[str] = field(default_factory=set)
-    clicks: dict[str, int] = field(default_factory=dict)
-    invalid: dict[str, int] = field(default_factory=dict)
-    purchasing: dict[str, int] = field(default_factory=dict)
-    purchasing_invalid: dict[str, int] = field(default_factory=dict)
-    model_versions: set[str] = field(default_factory=set)
-
-    def verdict(self, click_id: str, slice_: str, invalid: bool, model_version: str) -> None:
-        if click_id in self.decided:  # a replayed or corrected decision: keep the first (live) one
-            return
-        self.decided[click_id] = (slice_, invalid)
-        self.model_versions.add(model_version)
-        self.clicks[slice_] = self.clicks.get(slice_, 0) + 1
-        self.invalid[slice_] = self.invalid.get(slice_, 0) + invalid
-        if click_id in self.waiting:
-            self.waiting.discard(click_id)
-            self._count_purchase(slice_, invalid)
-
-    def purchase(self, click_id: str) -> None:
-        if click_id in self.purchased:
-            return
-        self.purchased.add(click_id)
-        if click_id in self.decided:
-            self._count_purchase(*self.decided[click_id])
-        else:
-            self.waiting.add(click_id)
-
-    def _count_purchase(self, slice_: str, invalid: bool) -> None:
-        self.purchasing[slice_] = self.purchasing.get(slice_, 0) + 1
-        self.purchasing_invalid[slice_] = self.purchasing_invalid.get(slice_, 0) + invalid
-
-    def overall(self) -> tuple[int, float, int, float]:
-        """(clicks, IVR, purchasing clicks, FPR); rates are nan when there is nothing to divide."""
-        n, bad = sum(self.clicks.values()), sum(self.invalid.values())
-        p, pbad = sum(self.purchasing.values()), sum(self.purchasing_invalid.values())
-        return n, bad / n if n else float("nan"), p, pbad / p if p else float("nan")
-
-    def print_table(self, console: Console) -> None:
-        console.print(f"  {'slice':<13} {'verdicts':>9} {'IVR':>7} {'purchasing':>11} {'FPR':>7}")
-        for name in sorted(self.clicks):
-            n, bad = self.clicks[name], self.invalid.get(name, 0)
-            p, pbad = self.purchasing.get(name, 0), self.purchasing_invalid.get(name, 0)
-            fpr = f"{pbad / p:7.1%}" if p else "      -"
-            console.print(f"  {name:<13} {n:>9,} {bad / n:7.1%} {p:>11,} {fpr}")
-        n, ivr, p, fpr = self.overall()
-        if n:
-            fpr_s = f"{fpr:7.1%}" if p else "      -"
-            console.print(f"  {'all':<13} {n:>9,} {ivr:7.1%} {p:>11,} {fpr_s}")
-
-
-async def _follow_rates(settings: Settings, rates: LiveRates, stop: asyncio.Event) -> None:
-    """Read verdicts and purchases published from now on into ``rates`` until told to stop."""
-    consumer = clients.consumer(settings, enable_auto_commit=False)
-    await consumer.start()
     try:
-        counts = await list_topics_async(settings)
-        verdicts, purchases = settings.topic(topics.VERDICTS), settings.topic(topics.PURCHASES)
-        tps = [TopicPartition(t, p) for t in (verdicts, purchases) for p in range(counts.get(t, 0))]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batches.items():
-                for r in records:
-                    try:
-                        doc = orjson.loads(r.value)
-                        if tp.topic == verdicts:
-                            rates.verdict(
-                                doc["click_id"],
-                                doc["slice"],
-                                doc["decision"] == "invalid",
-                                doc["model_version"],
-                            )
-                        else:
-                            rates.purchase(doc["click_id"])
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue  # not ours to judge here; the summary counts what it can read
-    finally:
-        await consumer.stop()
+        with console.status(f"evaluating {version} offline on its held-out day"):
+            report = evaluate(Registry(world.registry_dir), version, world.data_dir / "reports" / version)
+    except (DatasetError, ModelError, FileNotFoundError, KeyError) as exc:
+        console.print(f"offline evaluation of {version} not available: {exc}")
+        return None
+    truth = report.doc["truth"]
+    if not truth.get("available"):
+        return None
+    return {"days": report.doc["days"], **truth["scoreboard"]}
 
 
 def _is_local_default(settings: Settings) -> bool:
@@ -277,49 +330,6 @@ async def _inject_malformed(settings: Settings, options: DemoOptions, stop: asyn
     return sent
 
 
-async def _watch(
-    settings: Settings,
-    options: DemoOptions,
-    worker: WorkerProcess,
-    stop: asyncio.Event,
-    console: Console,
-    rates: LiveRates,
-) -> dict[str, int]:
-    """Print a summary line every few seconds; return the offsets seen at the start."""
-    consumer = clients.consumer(settings)
-    await consumer.start()
-    try:
-        tps = await _partitions(settings)
-        base = await _end_offsets(consumer, tps, settings)
-        previous, t_prev, t0 = dict(base), time.monotonic(), time.monotonic()
-        console.print("   time  published/s  verdicts/s  DLQ total  backlog  worker     IVR     FPR  model")
-        lines = 0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=options.report_every_s)
-            now, t_now = await _end_offsets(consumer, tps, settings), time.monotonic()
-            dt = max(t_now - t_prev, 1e-9)
-            backlog = await worker_lag(settings)
-            console.print(
-                f"{t_now - t0:6.0f} s {(now[topics.CLICKS] - previous[topics.CLICKS]) / dt:12,.0f} "
-                f"{(now[topics.VERDICTS] - previous[topics.VERDICTS]) / dt:11,.0f} "
-                f"{now[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]:10,} "
-                f"{backlog:8,}  {'up' if worker.alive else 'DOWN':<6} "
-                f"{_rate(rates.overall()[1])} {_rate(rates.overall()[3])}  {','.join(sorted(rates.model_versions))}"
-            )
-            previous, t_prev = now, t_now
-            lines += 1
-            if options.slice_table_every and lines % options.slice_table_every == 0:
-                rates.print_table(console)
-        return base
-    finally:
-        await consumer.stop()
-
-
-def _rate(x: float) -> str:
-    return "      -" if x != x else f"{x:7.1%}"
-
-
 def worker_inputs(settings: Settings) -> list[str]:
     """The topics the worker's stages consume (keyed clicks skip the repartition hop)."""
     bases = [topics.CLICKS, topics.CLICKS_BY_ENTITY]
@@ -351,65 +361,177 @@ async def _drain(settings: Settings, timeout_s: float) -> dict[str, int]:
         await consumer.stop()
 
 
-async def _run(settings: Settings, options: DemoOptions, worker: WorkerProcess, console: Console) -> None:
-    stop, rates_stop = asyncio.Event(), asyncio.Event()
-    rates = LiveRates()
-    follower = asyncio.create_task(_follow_rates(settings, rates, rates_stop))
-    watcher = asyncio.create_task(_watch(settings, options, worker, stop, console, rates))
-    injector = asyncio.create_task(_inject_malformed(settings, options, stop))
-    live = LiveOptions(rate=options.rate, duration_s=options.duration_s, seed=options.seed, progress=False)
+async def _follow(settings: Settings, board: Scoreboard, stop: asyncio.Event) -> None:
+    """From now on: the truth of each published click, each verdict and each purchase into ``board``."""
+    consumer = clients.consumer(settings, enable_auto_commit=False)
+    await consumer.start()
     try:
-        report = await publish_live(settings, live, console=console)
+        counts = await list_topics_async(settings)
+        clicks, verdicts = settings.topic(topics.CLICKS), settings.topic(topics.VERDICTS)
+        purchases = settings.topic(topics.PURCHASES)
+        tps = [TopicPartition(t, p) for t in (clicks, verdicts, purchases) for p in range(counts.get(t, 0))]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                for r in records:
+                    try:
+                        doc = orjson.loads(r.value)
+                        if tp.topic == verdicts:
+                            board.verdict(
+                                doc["click_id"],
+                                doc["slice"],
+                                doc["decision"] == "invalid",
+                                doc["model_version"],
+                            )
+                        elif tp.topic == clicks:
+                            board.click(doc["click_id"], doc["_truth"]["family"])
+                        else:
+                            board.purchase(doc["click_id"])
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue  # malformed events (they are in the DLQ) and clicks without truth
+    finally:
+        await consumer.stop()
+
+
+async def _watch(
+    settings: Settings,
+    options: DemoOptions,
+    worker: WorkerProcess,
+    stop: asyncio.Event,
+    console: Console,
+    board: Scoreboard,
+) -> dict[str, int]:
+    """Print a summary line every few seconds; return the offsets seen at the start."""
+    consumer = clients.consumer(settings)
+    await consumer.start()
+    try:
+        tps = await _partitions(settings)
+        base = await _end_offsets(consumer, tps, settings)
+        previous, t_prev, t0 = dict(base), time.monotonic(), time.monotonic()
+        console.print(
+            "   time  published/s  verdicts/s  DLQ total  backlog  worker     IVR  purch FPR  human FPR  bot recall"
+        )
+        lines = 0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=options.report_every_s)
+            now, t_now = await _end_offsets(consumer, tps, settings), time.monotonic()
+            dt = max(t_now - t_prev, 1e-9)
+            backlog = await worker_lag(settings)
+            overall = board.summary()["overall"]
+            console.print(
+                f"{t_now - t0:6.0f} s {(now[topics.CLICKS] - previous[topics.CLICKS]) / dt:12,.0f} "
+                f"{(now[topics.VERDICTS] - previous[topics.VERDICTS]) / dt:11,.0f} "
+                f"{now[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]:10,} "
+                f"{backlog:8,}  {'up' if worker.alive else 'DOWN':<6} "
+                f"{_pct(overall['ivr'])} {_pct(overall['purchase_fpr']):>10} {_pct(overall['human_fpr']):>10} "
+                f"{_pct(overall['bot_recall']):>11}",
+                highlight=False,
+            )
+            previous, t_prev = now, t_now
+            lines += 1
+            if options.slice_table_every and lines % options.slice_table_every == 0:
+                _print_board(board.summary(), console)
+        return base
+    finally:
+        await consumer.stop()
+
+
+def _pct(x: float | None) -> str:
+    return "      -" if x is None else f"{x:7.1%}"
+
+
+def _print_board(summary: dict[str, Any], console: Console) -> None:
+    for line in format_table(summary):
+        console.print(line, highlight=False)
+
+
+async def _live(
+    world: Settings, options: DemoOptions, worker: WorkerProcess, history: dict[str, Any], console: Console
+) -> tuple[Scoreboard, dict[str, Any]]:
+    """Live traffic continuing the history's world; the scoreboard of its verdicts and the run's figures."""
+    stop, follow_stop = asyncio.Event(), asyncio.Event()
+    board = Scoreboard()
+    follower = asyncio.create_task(_follow(world, board, follow_stop))
+    await asyncio.sleep(1.0)  # the follower has taken the topics' ends before the first live click
+    watcher = asyncio.create_task(_watch(world, options, worker, stop, console, board))
+    injector = asyncio.create_task(_inject_malformed(world, options, stop))
+    live = LiveOptions.continuing(history, rate=options.rate, duration_s=options.duration_s, progress=False)
+    try:
+        report = await publish_live(world, live, console=console)
     finally:
         stop.set()
         malformed = await injector
         base = await watcher
-    final = await _drain(settings, timeout_s=120)
-    await asyncio.sleep(1.0)  # let the rate follower read the last verdicts
-    rates_stop.set()
+    final = await _drain(world, timeout_s=120)
+    await asyncio.sleep(1.0)  # let the follower read the last verdicts
+    follow_stop.set()
     await follower
-    console.rule("summary")
+    console.rule("live run")
     report.print(console)
     verdicts = final[topics.VERDICTS] - base[topics.VERDICTS]
     dlq = final[topics.CLICKS_DLQ] - base[topics.CLICKS_DLQ]
     console.print(
         f"worker: {verdicts:,} clicks validated and judged, {dlq:,} events in the DLQ "
         f"(of {report.acked:,} simulated + {malformed:,} malformed published); "
-        f"backlog {await worker_lag(settings):,} records"
+        f"backlog {await worker_lag(world):,} records"
     )
-    _print_slices(settings, console)
-    console.print(
-        f"IVR and FPR per slice over this run (verdicts joined with the {len(rates.purchased):,} purchases "
-        f"published during it; a purchase can come after the run ends, so FPR is over those seen):"
-    )
-    rates.print_table(console)
+    run = {
+        "clicks_published": report.acked,
+        "malformed_published": malformed,
+        "verdicts": verdicts,
+        "dlq": dlq,
+        "rate": options.rate,
+        "duration_s": options.duration_s,
+        "model_versions": sorted(board.model_versions),
+        "live": report.as_dict(),
+    }
+    return board, run
 
 
-def _print_slices(settings: Settings, console: Console) -> None:
-    """IVR per slice and the model version, from the worker's own stats file."""
-    for snap in read_snapshots(stats_dir(settings.data_dir)):
-        console.print(f"model {snap['model_version']} on {snap['provider']}; invalidation rate per slice:")
-        for name, n in sorted(snap["clicks_by_slice"].items()):
-            bad = snap["invalid_by_slice"].get(name, 0)
-            console.print(f"  {name:<13} {bad:>8,} / {n:>8,} invalid  IVR {bad / n:6.1%}")
-
-
-def run_demo(settings: Settings, options: DemoOptions, console: Console | None = None) -> None:
+def run_demo(settings: Settings, options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo (module docstring); the final summary (also written to ``options.summary_json``)."""
     console = console or Console()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    world = demo_world(settings)
+    world.data_dir.mkdir(parents=True, exist_ok=True)
     with _broker(settings, console):
-        report = ensure_topics(settings)
-        console.print(f"topics: {len(report.created)} created, {len(report.present)} already there")
-        ensure_trained_model(settings, options, console)
-        # The simulator keys clicks by IP, so the worker validates inside its IP stage (one hop less).
-        worker_settings = replace(settings, clicks_keyed_by_ip=True)
-        worker = WorkerProcess(worker_settings, settings.data_dir / "worker.log")
+        _reset_world(world, console)
+        history = _history(world, options, console)
+        version = _trained_model(world, console)
+        worker = WorkerProcess(world, world.data_dir / "worker.log")
         try:
             worker.wait_ready(timeout=120)
             console.print(f"worker ready (pid {worker.proc.pid}, log {worker.log_path})")
-            asyncio.run(_run(worker_settings, options, worker, console))
+            _publish_history(world, history, history_folder(world, options), console)
+            if version is None:
+                version = _train_from_serving(world, options, history, console)
+                worker.stop()
+                worker = WorkerProcess(world, world.data_dir / "worker.log")
+                worker.wait_ready(timeout=120)
+                console.print(f"worker restarted with {version} (pid {worker.proc.pid}); its state is kept")
+            board, run = asyncio.run(_live(world, options, worker, history, console))
         except KeyboardInterrupt:
             console.print("interrupted: stopping")
+            return {}
         finally:
             worker.stop()
             console.print("worker stopped")
+    live = board.summary()
+    offline = _offline_scoreboard(world, version, console)
+    console.rule("scoreboard: live verdicts against the simulator's truth")
+    console.print(
+        f"{len(board.purchased):,} purchases of this run's clicks were published during it; the purchase "
+        "FPR is over those (a purchase can come after the run ends)"
+    )
+    _print_board(live, console)
+    if offline is not None:
+        console.print(f"the same model offline (`ivt evaluate`, held-out day {offline['days'][0]}):")
+        _print_board(offline, console)
+    summary = {**live, "model_version": version, "run": run, "offline": offline}
+    if options.summary_json is not None:
+        options.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        options.summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+        console.print(f"summary written to {options.summary_json}")
+    return summary

@@ -68,18 +68,33 @@ def schemas(out: str = typer.Option(None, help="Folder to write to (default: the
 
 @cli.command()
 def demo(
-    rate: float = typer.Option(400, min=1, help="Simulated clicks per second (open loop)."),
+    rate: float = typer.Option(400, min=1, help="Live clicks per second of wall time (open loop)."),
     duration: float = typer.Option(60, min=1, help="Seconds of live traffic."),
     malformed: float = typer.Option(0.005, min=0, max=1, help="Share of extra malformed events."),
-    seed: int = typer.Option(42, min=0, help="Simulator seed."),
+    seed: int = typer.Option(42, min=0, help="Simulator seed: the world's population and history."),
+    summary_json: str = typer.Option(
+        "", "--summary-json", help="Write the final scoreboard (overall, slices, families) as JSON here."
+    ),
 ) -> None:
-    """Run everything locally: broker, topics, worker, live simulated traffic, running summary."""
+    """Run everything locally: broker, a fresh demo deployment, the world's history through the
+    worker, a model trained on what it logged, live traffic continuing the history, the scoreboard.
+
+    Example: ivt demo --seed 7 --summary-json var/demo-7.json
+    """
+    from pathlib import Path
+
     from app.cli.demo import DemoOptions, run_demo
     from app.contracts.settings import Settings
 
     run_demo(
         Settings.from_env(),
-        DemoOptions(rate=rate, duration_s=duration, malformed_fraction=malformed, seed=seed),
+        DemoOptions(
+            rate=rate,
+            duration_s=duration,
+            malformed_fraction=malformed,
+            seed=seed,
+            summary_json=Path(summary_json) if summary_json else None,
+        ),
     )
 
 
